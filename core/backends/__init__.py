@@ -1,0 +1,1 @@
+"""Scoring backends, one module each; imported only when chosen (see ``rerankit.registry``)."""

@@ -1,0 +1,44 @@
+"""The one seam every backend implements: texts in, one float score per text out."""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar
+
+from rerankit.config import RerankerConfig
+from rerankit.errors import ConfigurationError
+from rerankit.types import Scores
+
+
+class Backend(ABC):
+    """Base class for scoring backends.
+
+    Subclasses implement :meth:`score`; ranking, cutting and validation live in
+    :class:`~rerankit.Reranker`. ``option_names`` lists the backend-specific keys accepted in
+    ``RerankerConfig.options``; any other key is a :class:`ConfigurationError`.
+    """
+
+    name: ClassVar[str]
+    option_names: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, config: RerankerConfig) -> None:
+        unknown = sorted(set(config.options) - self.option_names)
+        if unknown:
+            raise ConfigurationError(
+                f"the {self.name!r} backend does not accept the options {unknown}; "
+                f"valid options are {sorted(self.option_names)}"
+            )
+        self.config = config
+
+    @abstractmethod
+    def score(self, query: str, texts: Sequence[str]) -> Scores:
+        """Score every text against ``query``; one float per text, in input order."""
+
+    async def ascore(self, query: str, texts: Sequence[str]) -> Scores:
+        """Async :meth:`score`; local backends run it in a worker thread."""
+        return await asyncio.to_thread(self.score, query, texts)
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release resources (clients, sessions); the default holds none."""

@@ -1,0 +1,5 @@
+import sys
+
+from rerankit.cli import main
+
+sys.exit(main())

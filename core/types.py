@@ -1,0 +1,87 @@
+"""Value types: the documents that go in and the ranked results that come out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, overload
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A text to rerank, with an optional id and metadata that rerankit never touches.
+
+    >>> Document(text="Paris is the capital of France.", id="d1", metadata={"source": "wiki"})
+    Document(text='Paris is the capital of France.', id='d1', metadata={'source': 'wiki'})
+    """
+
+    text: str
+    id: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredDocument:
+    """One ranked document: its position in the input, its score and the document itself.
+
+    ``document`` is the caller's own object (a ``str`` or a :class:`Document`), unchanged.
+    """
+
+    index: int
+    score: float
+    document: str | Document
+
+    @property
+    def text(self) -> str:
+        """The text that was scored."""
+        return self.document if isinstance(self.document, str) else self.document.text
+
+
+@dataclass(frozen=True, slots=True)
+class RankResult(Sequence[ScoredDocument]):
+    """Documents sorted by descending score (ties keep input order), cut by top_k / threshold.
+
+    Behaves as a sequence of :class:`ScoredDocument`; also says which backend and model produced
+    the scores, how many documents the backend had to truncate, and any backend usage figures.
+    """
+
+    items: tuple[ScoredDocument, ...]
+    backend: str
+    model: str
+    truncated: int = 0
+    usage: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+    @overload
+    def __getitem__(self, index: int) -> ScoredDocument: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[ScoredDocument, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> ScoredDocument | tuple[ScoredDocument, ...]:
+        return self.items[index]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[ScoredDocument]:
+        return iter(self.items)
+
+    @property
+    def indices(self) -> list[int]:
+        """Input positions of the returned documents, best first."""
+        return [item.index for item in self.items]
+
+    @property
+    def scores(self) -> list[float]:
+        """Scores of the returned documents, best first."""
+        return [item.score for item in self.items]
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """What a backend returns: one float per input text, in input order."""
+
+    values: list[float]
+    truncated: int = 0
+    usage: Mapping[str, float] = field(default_factory=dict)

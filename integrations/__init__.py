@@ -1,0 +1,1 @@
+"""Framework adapters (``rerankit.integrations.<framework>``): convert in, one core call, out."""
