@@ -97,6 +97,26 @@ def memory_probe(model_dir: Path, n: int) -> None:
     )
 
 
+def peak_memory(model_dir: Path, n: int) -> dict[str, float]:
+    """Run :func:`memory_probe` in a fresh process so that peaks do not mix."""
+    probe = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--memory-probe",
+            "--model",
+            str(model_dir),
+            "--memory-candidates",
+            str(n),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, float] = json.loads(probe.stdout.strip().splitlines()[-1])
+    return result
+
+
 def import_time() -> float:
     """Best of five: ``import rerankit`` minus an empty interpreter start, in milliseconds."""
 
@@ -142,25 +162,17 @@ def main() -> None:
     for name, rate in results.items():
         print(f"{name:<24}{rate:>10.1f}{ours / rate:>15.2f}x")
 
-    probe = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--memory-probe",
-            "--model",
-            str(model_dir),
-            "--memory-candidates",
-            str(args.memory_candidates),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    memory = json.loads(probe.stdout.strip().splitlines()[-1])
+    small, large = (peak_memory(model_dir, n) for n in (200, args.memory_candidates))
+    for memory in (small, large):
+        print(
+            f"\n{memory['n']} candidates of ~{memory['mean_tokens_first_50']:.0f} tokens: "
+            f"peak RSS {memory['peak_rss_mib']} MiB "
+            f"(after model load {memory['rss_after_load_mib']} MiB), {memory['seconds']} s",
+            end="",
+        )
     print(
-        f"\n{memory['n']} candidates of ~{memory['mean_tokens_first_50']:.0f} tokens: "
-        f"peak RSS {memory['peak_rss_mib']} MiB "
-        f"(after model load {memory['rss_after_load_mib']} MiB), {memory['seconds']} s"
+        f"\npeak RSS growth from 200 to {large['n']} candidates: "
+        f"{large['peak_rss_mib'] - small['peak_rss_mib']} MiB"
     )
     print(f"import rerankit: {import_time():.0f} ms")
 

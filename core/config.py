@@ -13,6 +13,17 @@ from rerankit.secrets import Secret
 
 DTYPES = ("float32", "float16", "bfloat16")
 
+# The settings every framework adapter accepts as its own arguments, besides ``config``.
+ADAPTER_SETTINGS = (
+    "model",
+    "backend",
+    "device",
+    "batch_size",
+    "max_length",
+    "normalize",
+    "options",
+)
+
 
 @dataclass(frozen=True)
 class RerankerConfig:
@@ -114,3 +125,24 @@ class RerankerConfig:
         if isinstance(api_key, Mapping):
             values["api_key"] = Secret.from_dict(api_key)
         return cls(**values)
+
+
+def resolve_config(
+    config: RerankerConfig | Mapping[str, Any] | None = None, **settings: Any
+) -> RerankerConfig:
+    """One config from a :class:`RerankerConfig`, its dict form, or keyword settings.
+
+    Settings that are not ``None`` override the matching fields of ``config``; this is how the
+    framework adapters accept "a config file plus a few overrides".
+    """
+    given = {k: v for k, v in settings.items() if v is not None}
+    if config is None:
+        if "model" not in given:
+            raise ConfigurationError("pass a Reranker, a config, or at least model=...")
+        return RerankerConfig.from_kwargs(**given)
+    base = config if isinstance(config, RerankerConfig) else RerankerConfig.from_dict(config)
+    if not given:
+        return base
+    merged = {f.name: getattr(base, f.name) for f in fields(base)}
+    options = {**merged.pop("options"), **given.pop("options", {})}
+    return RerankerConfig.from_kwargs(**{**merged, **given}, options=options)

@@ -1,0 +1,105 @@
+"""LangChain adapter: :class:`RerankitCompressor`, a ``BaseDocumentCompressor``.
+
+>>> from rerankit.integrations.langchain import RerankitCompressor
+>>> compressor = RerankitCompressor(model="BAAI/bge-reranker-v2-m3", top_n=3)  # doctest: +SKIP
+>>> compressor.compress_documents(docs, "query")                               # doctest: +SKIP
+
+Use it in ``ContextualCompressionRetriever(base_compressor=compressor, base_retriever=...)`` or
+as an LCEL step. Scores land in ``metadata["relevance_score"]`` of new documents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rerankit.config import ADAPTER_SETTINGS, RerankerConfig, resolve_config
+from rerankit.errors import MissingDependencyError
+from rerankit.reranker import Reranker
+from rerankit.secrets import Secret
+from rerankit.types import RankResult
+
+try:
+    from langchain_core.callbacks import Callbacks
+    from langchain_core.documents import BaseDocumentCompressor, Document
+    from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+except ImportError as exc:
+    raise MissingDependencyError(
+        "langchain_core", "langchain", "rerankit.integrations.langchain"
+    ) from exc
+
+
+class RerankitCompressor(BaseDocumentCompressor):
+    """Rerank LangChain documents with any rerankit backend.
+
+    Give a ready ``reranker``, a ``config`` (``RerankerConfig`` or its dict), or the settings
+    (``model``, ``backend``, ...). Returns new documents, best first, at most ``top_n``.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    reranker: Reranker | None = Field(default=None, exclude=True)
+    config: RerankerConfig | dict[str, Any] | None = None
+    model: str | None = None
+    backend: str | None = None
+    device: str | None = None
+    batch_size: int | None = None
+    max_length: int | None = None
+    normalize: bool | None = None
+    api_key: SecretStr | None = None
+    api_key_env: str | None = None
+    options: dict[str, Any] | None = None
+    top_n: int = Field(default=3, gt=0)
+    score_threshold: float | None = None
+
+    _reranker: Reranker = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _build_reranker(self) -> RerankitCompressor:
+        if self.reranker is not None:
+            self._reranker = self.reranker
+            return self
+        api_key = None
+        if self.api_key is not None:
+            api_key = Secret.from_token(self.api_key.get_secret_value())
+        elif self.api_key_env is not None:
+            api_key = Secret.from_env(self.api_key_env)
+        settings = {name: getattr(self, name) for name in ADAPTER_SETTINGS}
+        config = resolve_config(self.config, api_key=api_key, **settings)
+        self._reranker = Reranker.from_config(config)
+        return self
+
+    def compress_documents(
+        self,
+        documents: Sequence[Document],
+        query: str,
+        callbacks: Callbacks | None = None,
+    ) -> Sequence[Document]:
+        """Rerank ``documents`` for ``query``; new documents, best first."""
+        texts = [doc.page_content for doc in documents]
+        result = self._reranker.rank(
+            query, texts, top_k=self.top_n, score_threshold=self.score_threshold
+        )
+        return _to_documents(documents, result)
+
+    async def acompress_documents(
+        self,
+        documents: Sequence[Document],
+        query: str,
+        callbacks: Callbacks | None = None,
+    ) -> Sequence[Document]:
+        """Async :meth:`compress_documents`; does not block the event loop."""
+        texts = [doc.page_content for doc in documents]
+        result = await self._reranker.arank(
+            query, texts, top_k=self.top_n, score_threshold=self.score_threshold
+        )
+        return _to_documents(documents, result)
+
+
+def _to_documents(documents: Sequence[Document], result: RankResult) -> list[Document]:
+    ranked = []
+    for item in result:
+        source = documents[item.index]
+        metadata = {**source.metadata, "relevance_score": item.score}
+        ranked.append(Document(page_content=source.page_content, metadata=metadata, id=source.id))
+    return ranked

@@ -1,0 +1,148 @@
+"""LlamaIndex adapter: :class:`RerankitPostprocessor`, a ``BaseNodePostprocessor``.
+
+>>> from rerankit.integrations.llama_index import RerankitPostprocessor
+>>> rerank = RerankitPostprocessor(model="BAAI/bge-reranker-v2-m3", top_n=3)   # doctest: +SKIP
+>>> index.as_query_engine(node_postprocessors=[rerank])                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rerankit.config import ADAPTER_SETTINGS, RerankerConfig, resolve_config
+from rerankit.errors import MissingDependencyError
+from rerankit.reranker import Reranker
+from rerankit.secrets import Secret
+from rerankit.types import RankResult
+
+try:
+    from llama_index.core.bridge.pydantic import Field, PrivateAttr, SecretStr
+    from llama_index.core.callbacks import CBEventType, EventPayload
+    from llama_index.core.callbacks.base import EventContext as CBEvent
+    from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
+    from llama_index.core.postprocessor.types import BaseNodePostprocessor
+    from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+    from llama_index_instrumentation import get_dispatcher  # what llama_index.core re-exports
+except ImportError as exc:
+    raise MissingDependencyError(
+        "llama_index.core", "llama-index", "rerankit.integrations.llama_index"
+    ) from exc
+
+dispatcher = get_dispatcher(__name__)
+
+
+class RerankitPostprocessor(BaseNodePostprocessor):
+    """Rerank LlamaIndex nodes with any rerankit backend.
+
+    Give a ready ``reranker``, a ``config`` (``RerankerConfig`` or its dict), or the settings
+    (``model``, ``backend``, ...). Returns new ``NodeWithScore`` objects, best first.
+    """
+
+    model: str | None = Field(default=None, description="Model name, hub id or folder.")
+    backend: str | None = Field(default=None, description="Backend; inferred when None.")
+    config: dict[str, Any] | None = Field(default=None, description="A RerankerConfig dict.")
+    device: str | None = Field(default=None, description="Device; best available when None.")
+    batch_size: int | None = Field(default=None, description="Pairs per batch.")
+    max_length: int | None = Field(default=None, description="Tokens per pair.")
+    normalize: bool | None = Field(default=None, description="Sigmoid of one-logit scores.")
+    top_n: int = Field(default=2, gt=0, description="Number of nodes to return.")
+    score_threshold: float | None = Field(default=None, description="Drop nodes below it.")
+    keep_retrieval_score: bool = Field(
+        default=False, description="Keep the retrieval score in metadata['retrieval_score']."
+    )
+    api_key: SecretStr | None = Field(default=None, exclude=True)
+    options: dict[str, Any] | None = Field(default=None, description="Backend settings.")
+
+    _reranker: Reranker = PrivateAttr()
+
+    def __init__(
+        self,
+        *,
+        reranker: Reranker | None = None,
+        config: RerankerConfig | dict[str, Any] | None = None,
+        api_key: str | None = None,
+        api_key_env: str | None = None,
+        **data: Any,
+    ) -> None:
+        if isinstance(config, RerankerConfig):
+            config = config.to_dict()
+        data.update(config=config, api_key=api_key)
+        super().__init__(**data)
+        if reranker is None:
+            secret = Secret.from_token(api_key) if api_key else None
+            if api_key_env is not None:
+                secret = Secret.from_env(api_key_env)
+            settings = {name: getattr(self, name) for name in ADAPTER_SETTINGS}
+            reranker = Reranker.from_config(resolve_config(config, api_key=secret, **settings))
+        self._reranker = reranker
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "RerankitPostprocessor"
+
+    def _postprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        query, texts = self._start(nodes, query_bundle)
+        with self.callback_manager.event(
+            CBEventType.RERANKING, payload=self._payload(nodes, query)
+        ) as event:
+            result = self._reranker.rank(
+                query, texts, top_k=self.top_n, score_threshold=self.score_threshold
+            )
+            return self._finish(nodes, result, event)
+
+    async def _apostprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        query, texts = self._start(nodes, query_bundle)
+        with self.callback_manager.event(
+            CBEventType.RERANKING, payload=self._payload(nodes, query)
+        ) as event:
+            result = await self._reranker.arank(
+                query, texts, top_k=self.top_n, score_threshold=self.score_threshold
+            )
+            return self._finish(nodes, result, event)
+
+    def _start(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None
+    ) -> tuple[str, list[str]]:
+        if query_bundle is None:
+            raise ValueError("Missing query bundle in extra info.")
+        dispatcher.event(
+            ReRankStartEvent(
+                query=query_bundle,
+                nodes=nodes,
+                top_n=self.top_n,
+                model_name=self._reranker.config.model,
+            )
+        )
+        texts = [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
+        return query_bundle.query_str, texts
+
+    def _payload(self, nodes: list[NodeWithScore], query: str) -> dict[str, Any]:
+        return {
+            EventPayload.NODES: nodes,
+            EventPayload.MODEL_NAME: self._reranker.config.model,
+            EventPayload.QUERY_STR: query,
+            EventPayload.TOP_K: self.top_n,
+        }
+
+    def _finish(
+        self, nodes: list[NodeWithScore], result: RankResult, event: CBEvent
+    ) -> list[NodeWithScore]:
+        ranked = self._to_nodes(nodes, result)
+        event.on_end(payload={EventPayload.NODES: ranked})
+        dispatcher.event(ReRankEndEvent(nodes=ranked))
+        return ranked
+
+    def _to_nodes(self, nodes: list[NodeWithScore], result: RankResult) -> list[NodeWithScore]:
+        ranked = []
+        for item in result:
+            source = nodes[item.index]
+            node = source.node
+            if self.keep_retrieval_score:
+                metadata = {**node.metadata, "retrieval_score": source.score}
+                node = node.model_copy(update={"metadata": metadata})
+            ranked.append(NodeWithScore(node=node, score=item.score))
+        return ranked
