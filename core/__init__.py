@@ -11,11 +11,21 @@ from importlib.metadata import PackageNotFoundError, version
 
 from rerankit.config import RerankerConfig
 from rerankit.errors import (
+    AuthenticationError,
     BackendError,
+    BadRequestError,
+    CircuitOpenError,
     ConfigurationError,
     InvalidInputError,
+    InvalidResponseError,
     MissingDependencyError,
+    RateLimitError,
+    RemoteConnectionError,
+    RemoteError,
+    RemoteTimeoutError,
     RerankitError,
+    ServerError,
+    ServiceUnavailableError,
     UnknownBackendError,
 )
 from rerankit.reranker import Reranker
@@ -28,17 +38,27 @@ except PackageNotFoundError:  # running from a source tree without an install
     __version__ = "0+unknown"
 
 __all__ = [
+    "AuthenticationError",
     "BackendError",
+    "BadRequestError",
+    "CircuitOpenError",
     "ConfigurationError",
     "Document",
     "InvalidInputError",
+    "InvalidResponseError",
     "MissingDependencyError",
     "RankResult",
+    "RateLimitError",
+    "RemoteConnectionError",
+    "RemoteError",
+    "RemoteTimeoutError",
     "Reranker",
     "RerankerConfig",
     "RerankitError",
     "ScoredDocument",
     "Secret",
+    "ServerError",
+    "ServiceUnavailableError",
     "UnknownBackendError",
     "__version__",
 ]

@@ -44,6 +44,14 @@ BACKENDS: dict[str, BackendSpec] = {
             requires=("torch", "transformers"),
             aliases=("cross_encoder", "crossencoder", "transformers"),
         ),
+        BackendSpec(
+            name="jina",
+            module="rerankit.backends.jina",
+            attribute="JinaBackend",
+            extra="jina",
+            requires=("httpx", "tenacity"),
+            aliases=("api", "remote", "http"),
+        ),
     )
 }
 

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from rerankit.backends.base import Backend
 from rerankit.config import RerankerConfig
-from rerankit.errors import BackendError, InvalidInputError
+from rerankit.errors import (
+    BackendError,
+    ConfigurationError,
+    InvalidInputError,
+    ServiceUnavailableError,
+)
 from rerankit.registry import canonical_name, infer_backend, load_backend_class
 from rerankit.types import Document, RankResult, ScoredDocument, Scores
 
@@ -27,25 +33,47 @@ class Reranker:
 
     The backend is ``backend=`` when given, else inferred from the model folder or name.
     Keyword arguments are :class:`RerankerConfig` fields; any other keyword is a backend option.
+    ``fallback`` is another reranker that answers when this one's service is unavailable
+    (:class:`~rerankit.errors.ServiceUnavailableError`); results name the backend that answered.
     """
 
-    def __init__(self, model: str, backend: str | None = None, **settings: Any) -> None:
-        self._setup(RerankerConfig.from_kwargs(model, backend=backend, **settings))
+    def __init__(
+        self,
+        model: str,
+        backend: str | None = None,
+        *,
+        fallback: Reranker | None = None,
+        **settings: Any,
+    ) -> None:
+        config = RerankerConfig.from_kwargs(model, backend=backend, **settings)
+        self._setup(_load_backend(config), fallback)
 
     @classmethod
-    def from_config(cls, config: RerankerConfig | Mapping[str, Any]) -> Reranker:
+    def from_config(
+        cls, config: RerankerConfig | Mapping[str, Any], *, fallback: Reranker | None = None
+    ) -> Reranker:
         """Build a reranker from a :class:`RerankerConfig` or its ``to_dict()`` form."""
         if not isinstance(config, RerankerConfig):
             config = RerankerConfig.from_dict(config)
+        return cls.from_backend(_load_backend(config), fallback=fallback)
+
+    @classmethod
+    def from_backend(cls, backend: Backend, *, fallback: Reranker | None = None) -> Reranker:
+        """Wrap a ready :class:`~rerankit.backends.base.Backend` instance (e.g. your own)."""
         reranker = cls.__new__(cls)
-        reranker._setup(config)
+        reranker._setup(backend, fallback)
         return reranker
 
-    def _setup(self, config: RerankerConfig) -> None:
-        name = infer_backend(config.model) if config.backend is None else config.backend
-        backend_class = load_backend_class(canonical_name(name))
-        self._config = config
-        self._backend: Backend = backend_class(config)
+    def _setup(self, backend: Backend, fallback: Reranker | None) -> None:
+        if fallback is not None and not isinstance(fallback, Reranker):
+            raise ConfigurationError(
+                f"fallback must be a rerankit.Reranker, got {type(fallback).__name__}"
+            )
+        self._config = backend.config
+        self._backend = backend
+        self._fallback = fallback
+        self._usage: dict[str, float] = {}
+        self._usage_lock = threading.Lock()
 
     @property
     def config(self) -> RerankerConfig:
@@ -62,6 +90,12 @@ class Reranker:
         """The registered name of the backend in use."""
         return self._backend.name
 
+    @property
+    def usage(self) -> dict[str, float]:
+        """Running totals of the usage figures backends reported (tokens, cost, requests)."""
+        with self._usage_lock:
+            return dict(self._usage)
+
     def rank(
         self,
         query: str,
@@ -74,8 +108,8 @@ class Reranker:
         docs, texts, top_k, score_threshold = self._prepare(
             query, documents, top_k, score_threshold
         )
-        scores = self._backend.score(query, texts) if texts else Scores(values=[])
-        return self._rank(docs, scores, top_k, score_threshold)
+        scores, producer = self._score_with_fallback(query, texts)
+        return producer._rank(docs, scores, top_k, score_threshold)
 
     async def arank(
         self,
@@ -89,32 +123,44 @@ class Reranker:
         docs, texts, top_k, score_threshold = self._prepare(
             query, documents, top_k, score_threshold
         )
-        scores = await self._backend.ascore(query, texts) if texts else Scores(values=[])
-        return self._rank(docs, scores, top_k, score_threshold)
+        scores, producer = await self._ascore_with_fallback(query, texts)
+        return producer._rank(docs, scores, top_k, score_threshold)
 
     def score(self, query: str, documents: Sequence[DocumentInput]) -> list[float]:
         """One score per document, in input order."""
         docs, texts, _, _ = self._prepare(query, documents, None, None)
-        if not texts:
-            return []
-        return self._checked(self._backend.score(query, texts), len(docs)).values
+        scores, producer = self._score_with_fallback(query, texts)
+        return producer._checked(scores, len(docs)).values
 
     async def ascore(self, query: str, documents: Sequence[DocumentInput]) -> list[float]:
         """Async :meth:`score`."""
         docs, texts, _, _ = self._prepare(query, documents, None, None)
-        if not texts:
-            return []
-        return self._checked(await self._backend.ascore(query, texts), len(docs)).values
+        scores, producer = await self._ascore_with_fallback(query, texts)
+        return producer._checked(scores, len(docs)).values
 
     def close(self) -> None:
-        """Release the backend's resources."""
+        """Release the backend's resources (and the fallback's)."""
         self._backend.close()
+        if self._fallback is not None:
+            self._fallback.close()
+
+    async def aclose(self) -> None:
+        """Async :meth:`close`."""
+        await self._backend.aclose()
+        if self._fallback is not None:
+            await self._fallback.aclose()
 
     def __enter__(self) -> Reranker:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    async def __aenter__(self) -> Reranker:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     def __repr__(self) -> str:
         return f"Reranker(model={self._config.model!r}, backend={self.backend_name!r})"
@@ -146,6 +192,36 @@ class Reranker:
         texts = [doc if isinstance(doc, str) else doc.text for doc in docs]
         return docs, texts, top_k, None if threshold is None else float(threshold)
 
+    def _score_with_fallback(self, query: str, texts: list[str]) -> tuple[Scores, Reranker]:
+        if not texts:
+            return Scores(values=[]), self
+        try:
+            return self._backend.score(query, texts), self
+        except ServiceUnavailableError as exc:
+            fallback = self._use_fallback(exc)
+            return fallback._backend.score(query, texts), fallback
+
+    async def _ascore_with_fallback(self, query: str, texts: list[str]) -> tuple[Scores, Reranker]:
+        if not texts:
+            return Scores(values=[]), self
+        try:
+            return await self._backend.ascore(query, texts), self
+        except ServiceUnavailableError as exc:
+            fallback = self._use_fallback(exc)
+            return await fallback._backend.ascore(query, texts), fallback
+
+    def _use_fallback(self, exc: ServiceUnavailableError) -> Reranker:
+        if self._fallback is None:
+            raise exc
+        logger.warning(
+            "%s backend unavailable (%s: %s); answering with fallback %r",
+            self.backend_name,
+            type(exc).__name__,
+            exc,
+            self._fallback,
+        )
+        return self._fallback
+
     def _checked(self, scores: Scores, expected: int) -> Scores:
         if len(scores.values) != expected:
             raise BackendError(
@@ -154,6 +230,10 @@ class Reranker:
             )
         if any(math.isnan(s) for s in scores.values):
             raise BackendError(f"backend {self.backend_name!r} returned NaN scores")
+        if scores.usage:
+            with self._usage_lock:
+                for key, value in scores.usage.items():
+                    self._usage[key] = self._usage.get(key, 0.0) + value
         if scores.truncated:
             logger.warning(
                 "%s: %d of %d documents were truncated to max_length=%d tokens",
@@ -184,6 +264,11 @@ class Reranker:
             truncated=scores.truncated,
             usage=dict(scores.usage),
         )
+
+
+def _load_backend(config: RerankerConfig) -> Backend:
+    name = infer_backend(config.model) if config.backend is None else config.backend
+    return load_backend_class(canonical_name(name))(config)
 
 
 def _as_documents(documents: object) -> list[DocumentInput]:

@@ -42,3 +42,7 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release resources (clients, sessions); the default holds none."""
+
+    async def aclose(self) -> None:
+        """Async :meth:`close`, for backends that hold async clients."""
+        self.close()

@@ -1,0 +1,116 @@
+"""A real Jina-shaped rerank server on 127.0.0.1 for fault tests, driven by a script of faults."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+# Each scripted step is one of: "ok", ("status", code, retry_after|None), ("slow", seconds),
+# "drop", "invalid-json", "missing-index", "duplicate-index".
+Step = Any
+
+
+def relevance(query: str, text: str) -> float:
+    """The server's scoring rule: shared words, then shorter texts first (deterministic)."""
+    words = set(query.lower().split())
+    return sum(w in words for w in text.lower().split()) - len(text) / 10_000
+
+
+class RerankServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.script: deque[Step] = deque()
+        self.requests: list[dict[str, Any]] = []
+        self.headers_seen: list[dict[str, str]] = []
+        self.lock = threading.Lock()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients that time out close their end; that is the point of the test
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def next_step(self) -> Step:
+        with self.lock:
+            return self.script.popleft() if self.script else "ok"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: RerankServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with self.server.lock:
+            self.server.requests.append(body)
+            self.server.headers_seen.append(dict(self.headers))
+        step = self.server.next_step()
+        if step == "drop":
+            self.connection.shutdown(2)  # close without any response
+            return
+        if isinstance(step, tuple) and step[0] == "slow":
+            time.sleep(step[1])
+        if isinstance(step, tuple) and step[0] == "status":
+            _, code, retry_after = step
+            headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+            self._send(code, {"detail": f"scripted {code}"}, headers)
+            return
+        if step == "invalid-json":
+            self._send_raw(200, b"<html>not json</html>")
+            return
+        docs = body["documents"]
+        results = [
+            {"index": i, "relevance_score": relevance(body["query"], d)} for i, d in enumerate(docs)
+        ]
+        results.reverse()  # the wire order is not the input order
+        if step == "missing-index" and results:
+            results.pop()
+        if step == "duplicate-index" and results:
+            results.append(dict(results[0]))
+        tokens = sum(len(d.split()) for d in docs) + len(docs) * len(body["query"].split())
+        self._send(
+            200, {"model": body.get("model"), "usage": {"total_tokens": tokens}, "results": results}
+        )
+
+    def _send(self, code: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        self._send_raw(code, json.dumps(payload).encode(), headers)
+
+    def _send_raw(self, code: int, data: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@contextmanager
+def running_server(max_seconds: float = 120.0) -> Iterator[RerankServer]:
+    """Serve in a thread; stops at exit, or by itself after ``max_seconds``."""
+    server = RerankServer()
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
+    thread.start()
+    watchdog = threading.Timer(max_seconds, server.shutdown)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        yield server
+    finally:
+        watchdog.cancel()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

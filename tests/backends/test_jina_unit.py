@@ -1,0 +1,348 @@
+"""The remote backend with httpx.MockTransport: wire format, chunking, retries, secrets."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from rerankit import (
+    AuthenticationError,
+    BadRequestError,
+    CircuitOpenError,
+    ConfigurationError,
+    InvalidResponseError,
+    RateLimitError,
+    Reranker,
+    RerankerConfig,
+    Secret,
+    ServerError,
+)
+from rerankit.backends.jina import JinaBackend
+
+KEY = "jina_test_key_0123456789abcdef"
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def _scores_response(request: httpx.Request, field: str = "documents") -> httpx.Response:
+    body = json.loads(request.content)
+    docs = body[field]
+    results = [{"index": i, "relevance_score": float(len(d))} for i, d in enumerate(docs)]
+    return httpx.Response(
+        200, json={"usage": {"total_tokens": 10 * len(docs)}, "results": results[::-1]}
+    )
+
+
+def _reranker(
+    handler: Handler, calls: list[httpx.Request] | None = None, **options: Any
+) -> Reranker:
+    seen = calls if calls is not None else []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return handler(request)
+
+    api_key = options.pop("api_key", Secret.from_token(KEY))
+    config = RerankerConfig(
+        model="jina-reranker-v2-base-multilingual", backend="jina", api_key=api_key, options=options
+    )
+    transport = httpx.MockTransport(record)
+    return Reranker.from_backend(
+        JinaBackend(config, transport=transport, async_transport=transport)
+    )
+
+
+def test_jina_wire_format() -> None:
+    calls: list[httpx.Request] = []
+    rr = _reranker(_scores_response, calls)
+    result = rr.rank("q", ["a", "ccc", "bb"], top_k=2)
+    assert result.indices == [1, 2]
+    (request,) = calls
+    assert request.url == "https://api.jina.ai/v1/rerank"
+    assert request.headers["authorization"] == f"Bearer {KEY}"
+    assert json.loads(request.content) == {
+        "model": "jina-reranker-v2-base-multilingual",
+        "query": "q",
+        "documents": ["a", "ccc", "bb"],
+        "top_n": 3,
+        "return_documents": False,
+    }
+    assert result.usage["total_tokens"] == 30
+
+
+@pytest.mark.parametrize(
+    ("dialect", "url", "expected_body"),
+    [
+        (
+            "infinity",
+            "http://svc:7997/rerank",
+            {"model", "query", "documents", "top_n", "return_documents"},
+        ),
+        ("cohere", "http://svc:7997/v2/rerank", {"model", "query", "documents", "top_n"}),
+        ("tei", "http://svc:7997/rerank", {"query", "texts", "raw_scores", "return_text"}),
+    ],
+)
+def test_dialects(dialect: str, url: str, expected_body: set[str]) -> None:
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if dialect == "tei":
+            return httpx.Response(
+                200, json=[{"index": i, "score": 0.1 * i} for i in range(len(body["texts"]))]
+            )
+        results = [
+            {"index": i, "relevance_score": 0.1 * i, "document": d}
+            for i, d in enumerate(body["documents"])
+        ]
+        meta = {"billed_units": {"search_units": 1}}
+        return httpx.Response(
+            200, json={"results": results, "meta": meta, "usage": {"total_tokens": 7}}
+        )
+
+    rr = _reranker(handler, calls, dialect=dialect, base_url="http://svc:7997", api_key=None)
+    assert rr.rank("q", ["x", "y", "z"]).indices == [2, 1, 0]
+    body = json.loads(calls[0].content)
+    assert str(calls[0].url) == url
+    assert set(body) == expected_body
+    assert "top_k" not in body
+    assert "authorization" not in calls[0].headers
+    if dialect == "cohere":
+        assert rr.usage["search_units"] == 1
+
+
+def test_chunks_are_merged_in_input_order_and_top_n_applies_after() -> None:
+    calls: list[httpx.Request] = []
+    rr = _reranker(_scores_response, calls, max_documents_per_request=3, max_concurrency=2)
+    docs = [f"doc {'x' * n}" for n in (5, 1, 9, 3, 7, 2, 8, 0, 6, 4)]
+    result = rr.rank("q", docs, top_k=4)
+    assert len(calls) == 4
+    assert sorted(len(json.loads(c.content)["documents"]) for c in calls) == [1, 3, 3, 3]
+    full = rr.rank("q", docs)
+    assert sorted(full.indices) == list(range(10))
+    assert full.scores == sorted((float(len(d)) for d in docs), reverse=True)
+    assert result.indices == full.indices[:4]
+    assert result.usage["total_tokens"] == 100
+    assert result.usage["requests"] == 4
+
+
+def test_token_budget_splits_requests_and_long_documents_are_truncated(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls: list[httpx.Request] = []
+    rr = _reranker(_scores_response, calls, max_request_tokens=60, max_document_tokens=25)
+    docs = ["w" * 80, "short", "é" * 200, "w" * 80]
+    with caplog.at_level(logging.WARNING, logger="rerankit"):
+        result = rr.rank("q", docs)
+    assert result.truncated == 1
+    assert "1 of 4 documents were truncated" in caplog.text
+    sent = [d for c in calls for d in json.loads(c.content)["documents"]]
+    assert len(sent[2].encode()) <= 100
+    assert len(calls) >= 2
+    assert sorted(result.indices) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (400, BadRequestError),
+        (401, AuthenticationError),
+        (403, AuthenticationError),
+        (404, BadRequestError),
+        (422, BadRequestError),
+    ],
+)
+def test_client_errors_are_never_retried(status: int, error: type[Exception]) -> None:
+    calls: list[httpx.Request] = []
+    rr = _reranker(
+        lambda r: httpx.Response(status, json={"detail": "bad thing"}), calls, backoff_initial=0
+    )
+    with pytest.raises(error, match="bad thing") as info:
+        rr.rank("q", ["a"])
+    assert len(calls) == 1
+    assert info.value.status == status  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+def test_transient_errors_are_retried(status: int) -> None:
+    calls: list[httpx.Request] = []
+    answers = iter([httpx.Response(status, json={"detail": "busy"})] * 2)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return next(answers, None) or _scores_response(request)
+
+    rr = _reranker(handler, calls, backoff_initial=0.001, backoff_max=0.01)
+    assert rr.rank("q", ["a", "bb"]).indices == [1, 0]
+    assert len(calls) == 3
+
+
+def test_retries_give_up_with_a_typed_error() -> None:
+    calls: list[httpx.Request] = []
+    rr = _reranker(
+        lambda r: httpx.Response(503, json={"detail": "down"}),
+        calls,
+        max_retries=2,
+        backoff_initial=0.001,
+    )
+    with pytest.raises(ServerError, match="503: down"):
+        rr.rank("q", ["a"])
+    assert len(calls) == 3
+    too_long = _reranker(
+        lambda r: httpx.Response(429, headers={"Retry-After": "120"}, json={"detail": "slow down"}),
+        calls := [],
+    )
+    with pytest.raises(RateLimitError) as info:
+        too_long.rank("q", ["a"])
+    assert info.value.retry_after == 120
+    assert len(calls) == 1, "a Retry-After beyond max_retry_after is not waited for"
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"results": [{"index": 0, "relevance_score": 1.0}]}, r"indices \[1\] are missing"),
+        (
+            {
+                "results": [
+                    {"index": 0, "relevance_score": 1.0},
+                    {"index": 0, "relevance_score": 2.0},
+                ]
+            },
+            r"\[1\] are missing and \[0\] are repeated",
+        ),
+        ({"results": [{"index": 5, "relevance_score": 1.0}]}, "not in range"),
+        ({"results": [{"index": "0", "relevance_score": 1.0}]}, "not in range"),
+        (
+            {
+                "results": [
+                    {"index": 0, "relevance_score": None},
+                    {"index": 1, "relevance_score": 1},
+                ]
+            },
+            "finite",
+        ),
+        ({"data": []}, "no list of results"),
+    ],
+)
+def test_malformed_responses_are_errors(payload: dict[str, Any], message: str) -> None:
+    rr = _reranker(lambda r: httpx.Response(200, json=payload))
+    with pytest.raises(InvalidResponseError, match=message):
+        rr.rank("q", ["a", "b"])
+
+
+def test_nan_scores_and_non_json_are_errors() -> None:
+    nan = b'{"results": [{"index": 0, "relevance_score": NaN}]}'
+    with pytest.raises(InvalidResponseError, match="finite"):
+        _reranker(lambda r: httpx.Response(200, content=nan)).rank("q", ["a"])
+    with pytest.raises(InvalidResponseError, match="not JSON"):
+        _reranker(lambda r: httpx.Response(200, content=b"<html>")).rank("q", ["a"])
+
+
+def test_key_never_appears_in_reprs_errors_logs_or_configs(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def echo(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            401, json={"detail": f"invalid key {request.headers['authorization']}"}
+        )
+
+    rr = _reranker(echo)
+    with caplog.at_level(logging.DEBUG), pytest.raises(AuthenticationError) as info:
+        rr.rank("q", ["a"])
+    for text in (
+        str(info.value),
+        repr(info.value),
+        info.value.detail or "",
+        caplog.text,
+        repr(rr),
+        repr(rr.backend),
+        repr(rr.config),
+    ):
+        assert KEY not in text
+    assert "JINA_API_KEY" in str(info.value)
+    with pytest.raises(ConfigurationError, match="Refusing to serialise"):
+        rr.config.to_dict()
+    monkeypatch.setenv("MY_JINA_KEY", KEY)
+    by_env = RerankerConfig(
+        model="jina-reranker-v3", backend="jina", api_key=Secret.from_env("MY_JINA_KEY")
+    )
+    assert KEY not in json.dumps(by_env.to_dict())
+
+
+def test_missing_key_fails_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JINA_API_KEY", raising=False)
+    with pytest.raises(ConfigurationError, match="JINA_API_KEY"):
+        Reranker("jina-reranker-v2-base-multilingual")
+    monkeypatch.setenv("JINA_API_KEY", KEY)
+    rr = Reranker("jina-reranker-v2-base-multilingual")
+    assert rr.backend_name == "jina"
+    assert KEY not in repr(rr)
+    rr.close()
+
+
+async def test_async_path_and_running_usage_totals() -> None:
+    calls: list[httpx.Request] = []
+    rr = _reranker(
+        _scores_response, calls, max_documents_per_request=2, price_per_million_tokens=20.0
+    )
+    docs = ["a", "bbb", "cc", "dddd", "e"]
+    result = await rr.arank("q", docs, top_k=3)
+    assert result.indices == [3, 1, 2]
+    assert len(calls) == 3
+    assert result.usage["total_tokens"] == 50
+    assert result.usage["cost"] == pytest.approx(50 * 20 / 1e6)
+    await rr.arank("q", docs)
+    assert rr.usage["total_tokens"] == 100
+    await rr.aclose()
+
+
+def test_circuit_breaker_opens_and_half_opens(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[httpx.Request] = []
+    healthy = False
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return (
+            _scores_response(request) if healthy else httpx.Response(503, json={"detail": "down"})
+        )
+
+    rr = _reranker(handler, calls, max_retries=0, failure_threshold=2, reset_after=60.0)
+    for _ in range(2):
+        with pytest.raises(ServerError):
+            rr.rank("q", ["a"])
+    with pytest.raises(CircuitOpenError, match="circuit open"):
+        rr.rank("q", ["a"])
+    assert len(calls) == 2, "an open circuit does not call the service"
+    circuit = rr.backend.circuit  # type: ignore[attr-defined]
+    monkeypatch.setattr(circuit, "_clock", lambda: 1e12)  # the cool-down has passed
+    assert circuit.state == "half-open"
+    healthy = True
+    assert rr.rank("q", ["a"]).indices == [0]
+    assert circuit.state == "closed"
+
+
+def test_fallback_answers_when_the_service_is_unavailable(tiny_bert_dir: object) -> None:
+    local = Reranker(str(tiny_bert_dir), device="cpu")
+    calls: list[httpx.Request] = []
+    remote = _reranker(lambda r: httpx.Response(503, json={"detail": "down"}), calls, max_retries=0)
+    rr = Reranker.from_backend(remote.backend, fallback=local)
+    docs = ["alpha", "beta gamma", "delta"]
+    result = rr.rank("q", docs)
+    assert result.backend == "cross-encoder"
+    assert result.scores == local.rank("q", docs).scores
+    assert sorted(result.indices) == [0, 1, 2]
+    auth = _reranker(lambda r: httpx.Response(401, json={"detail": "no"}))
+    with pytest.raises(AuthenticationError):  # a wrong key is not hidden behind the fallback
+        Reranker.from_backend(auth.backend, fallback=local).rank("q", docs)
+
+
+def test_unknown_options_and_dialects_are_configuration_errors() -> None:
+    with pytest.raises(ConfigurationError, match="does not accept the options"):
+        _reranker(_scores_response, retries=3)
+    with pytest.raises(ConfigurationError, match="unknown dialect 'vllm'"):
+        _reranker(_scores_response, dialect="vllm")
+    with pytest.raises(ConfigurationError, match="base_url"):
+        _reranker(_scores_response, dialect="tei", api_key=None)
