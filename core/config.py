@@ -33,6 +33,8 @@ class RerankerConfig:
     >>> RerankerConfig.from_dict(cfg.to_dict()) == cfg
     True
 
+    ``normalize=None`` keeps each backend's convention (raw logits for cross-encoders, the
+    sigmoid for FlashRank folders); ``True`` / ``False`` ask for the sigmoid or the raw logit.
     ``options`` holds backend-specific settings (e.g. ``max_query_length`` for cross-encoders);
     each backend rejects options it does not know.
     """
@@ -45,7 +47,7 @@ class RerankerConfig:
     max_length: int = 512
     top_k: int | None = None
     score_threshold: float | None = None
-    normalize: bool = False
+    normalize: bool | None = None
     api_key: Secret | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
 
@@ -73,8 +75,11 @@ class RerankerConfig:
             raise ConfigurationError(
                 f"score_threshold must be a finite number or None, got {threshold!r}"
             )
-        if not isinstance(self.normalize, bool):
-            raise ConfigurationError(f"normalize must be True or False, got {self.normalize!r}")
+        if self.normalize is not None and not isinstance(self.normalize, bool):
+            raise ConfigurationError(
+                f"normalize must be True, False or None (the backend's convention), "
+                f"got {self.normalize!r}"
+            )
         if self.dtype is not None and self.dtype not in DTYPES:
             raise ConfigurationError(f"dtype must be one of {DTYPES} or None, got {self.dtype!r}")
         if self.api_key is not None and not isinstance(self.api_key, Secret):

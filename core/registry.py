@@ -45,6 +45,14 @@ BACKENDS: dict[str, BackendSpec] = {
             aliases=("cross_encoder", "crossencoder", "transformers"),
         ),
         BackendSpec(
+            name="flashrank",
+            module="rerankit.backends.flashrank",
+            attribute="FlashRankBackend",
+            extra="flashrank",
+            requires=("onnxruntime", "tokenizers", "numpy"),
+            aliases=("onnx",),
+        ),
+        BackendSpec(
             name="jina",
             module="rerankit.backends.jina",
             attribute="JinaBackend",

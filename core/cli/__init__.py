@@ -6,7 +6,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from rerankit.cli import info
+from rerankit.cli import export, info
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     commands = parser.add_subparsers(dest="command", required=True)
     info.register(commands)
+    export.register(commands)
     return parser
 
 

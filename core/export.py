@@ -1,0 +1,83 @@
+"""Export a cross-encoder checkpoint to a FlashRank-style ONNX folder (fp32 or dynamic int8).
+
+The folder runs on the ``flashrank`` backend with ONNX Runtime alone: a torch-free CPU path for
+any model the cross-encoder backend loads (BGE, ms-marco, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+from rerankit._optional import require
+from rerankit.errors import BackendError, ConfigurationError
+
+logger = logging.getLogger("rerankit")
+
+QUANTIZATIONS = ("int8",)
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def export_onnx(
+    model: str,
+    outdir: str | Path,
+    *,
+    quantize: str | None = None,
+    opset: int = 17,
+    trust_remote_code: bool = False,
+) -> Path:
+    """Write ``model`` as ``model.onnx`` (or ``model_int8.onnx``) plus its tokenizer files.
+
+    >>> export_onnx("BAAI/bge-reranker-base", "bge-onnx", quantize="int8")  # doctest: +SKIP
+    """
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ConfigurationError(
+            f"quantize must be one of {QUANTIZATIONS} or None, got {quantize!r}"
+        )
+    torch = require("torch", extra="transformers", purpose="ONNX export")
+    transformers = require("transformers", extra="transformers", purpose="ONNX export")
+    require("onnx", extra="flashrank", purpose="ONNX export")
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(
+            model, trust_remote_code=trust_remote_code
+        )
+        network = transformers.AutoModelForSequenceClassification.from_pretrained(
+            model, trust_remote_code=trust_remote_code, attn_implementation="eager"
+        ).eval()
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"could not load cross-encoder {model!r} for export: {exc}") from exc
+    if not tokenizer.is_fast:
+        raise BackendError(f"{model!r} has no fast tokenizer (tokenizer.json); FlashRank needs one")
+    sample = tokenizer(["a query"], ["a passage to score"], return_tensors="pt")
+    names = [name for name in INPUTS if name in sample]
+    axes = {name: {0: "batch", 1: "sequence"} for name in names}
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32 = (Path(scratch) if quantize else out) / "model.onnx"
+        with torch.inference_mode():
+            torch.onnx.export(
+                network,
+                tuple(sample[name] for name in names),
+                str(fp32),
+                input_names=names,
+                output_names=["logits"],
+                dynamic_axes={**axes, "logits": {0: "batch"}},
+                opset_version=opset,
+                dynamo=False,
+            )
+        if quantize == "int8":
+            quantization = require(
+                "onnxruntime.quantization", extra="flashrank", purpose="int8 quantization"
+            )
+            quantization.quantize_dynamic(
+                str(fp32), str(out / "model_int8.onnx"), weight_type=quantization.QuantType.QInt8
+            )
+    tokenizer.save_pretrained(out)
+    network.config.save_pretrained(out)
+    specials = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
+    (out / "special_tokens_map.json").write_text(json.dumps(specials, indent=2), encoding="utf-8")
+    logger.info("exported %s to %s (%s)", model, out, quantize or "fp32")
+    return out
