@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import warnings
 from pathlib import Path
 
 from rerankit._optional import require
@@ -57,7 +58,11 @@ def export_onnx(
     axes = {name: {0: "batch", 1: "sequence"} for name in names}
     with tempfile.TemporaryDirectory() as scratch:
         fp32 = (Path(scratch) if quantize else out) / "model.onnx"
-        with torch.inference_mode():
+        with torch.inference_mode(), warnings.catch_warnings():
+            # Tracing warns about shape checks that are constant for these models.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", UserWarning)
             torch.onnx.export(
                 network,
                 tuple(sample[name] for name in names),

@@ -45,6 +45,14 @@ BACKENDS: dict[str, BackendSpec] = {
             aliases=("cross_encoder", "crossencoder", "transformers"),
         ),
         BackendSpec(
+            name="colbert",
+            module="rerankit.backends.colbert",
+            attribute="ColBERTBackend",
+            extra="colbert",
+            requires=("torch", "transformers"),
+            aliases=("late-interaction", "maxsim"),
+        ),
+        BackendSpec(
             name="flashrank",
             module="rerankit.backends.flashrank",
             attribute="FlashRankBackend",

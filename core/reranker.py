@@ -236,11 +236,11 @@ class Reranker:
                     self._usage[key] = self._usage.get(key, 0.0) + value
         if scores.truncated:
             logger.warning(
-                "%s: %d of %d documents were truncated to max_length=%d tokens",
+                "%s: %d of %d documents were truncated to %d tokens",
                 self._config.model,
                 scores.truncated,
                 expected,
-                self._config.max_length,
+                self._config.max_length if scores.max_tokens is None else scores.max_tokens,
             )
         return scores
 

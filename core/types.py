@@ -85,3 +85,4 @@ class Scores:
     values: list[float]
     truncated: int = 0
     usage: Mapping[str, float] = field(default_factory=dict)
+    max_tokens: int | None = None  # the length documents were truncated to, for the warning

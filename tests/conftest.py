@@ -45,3 +45,15 @@ def minilm_reranker_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def scifact_texts() -> list[str]:
     """Real passages of varied length from ../shared/data/scifact (first 64 documents)."""
     return model_factory.read_corpus_texts(SHARED_DATA / "scifact", limit=64)
+
+
+@pytest.fixture(scope="session")
+def tiny_colbert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny original-ColBERT (HF_ColBERT) checkpoint."""
+    return model_factory.tiny_colbert(tmp_path_factory.mktemp("tiny-colbert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_pylate_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny PyLate-layout checkpoint."""
+    return model_factory.tiny_pylate(tmp_path_factory.mktemp("tiny-pylate"))

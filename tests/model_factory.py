@@ -126,3 +126,90 @@ def _training_text() -> list[str]:
         "Bacteria, proteins and cells appear in scientific abstracts.",
     ]
     return sentences * 20
+
+
+COLBERT_SETTINGS = {"query_length": 32, "document_length": 64}
+
+
+def _tiny_encoder(vocab_size: int, hidden: int = 32) -> object:
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(SEED)
+    config = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        initializer_range=0.3,
+        max_position_embeddings=512,
+    )
+    return BertModel(config).eval()
+
+
+def tiny_colbert(out: Path, *, dim: int = 16) -> Path:
+    """A tiny checkpoint in the original ColBERT / HF_ColBERT layout (BERT + linear, metadata)."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    encoder = _tiny_encoder(tokenizer.vocab_size)
+    torch.manual_seed(SEED + 1)
+    linear = torch.randn(dim, encoder.config.hidden_size) * 0.3
+    state = {f"bert.{k}": v.contiguous() for k, v in encoder.state_dict().items()}
+    state["linear.weight"] = linear
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(out / "model.safetensors"))
+    encoder.config.architectures = ["HF_ColBERT"]
+    encoder.config.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    metadata = {
+        "query_token_id": "[unused0]",
+        "doc_token_id": "[unused1]",
+        "query_maxlen": COLBERT_SETTINGS["query_length"],
+        "doc_maxlen": COLBERT_SETTINGS["document_length"],
+        "attend_to_mask_tokens": False,
+        "mask_punctuation": True,
+        "dim": dim,
+    }
+    (out / "artifact.metadata").write_text(json.dumps(metadata))
+    return out
+
+
+def tiny_pylate(out: Path, *, dim: int = 16) -> Path:
+    """A tiny checkpoint in the PyLate / sentence-transformers layout (Dense module, prefixes)."""
+    import string
+
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    tokenizer.add_tokens(["[Q] ", "[D] "])
+    encoder = _tiny_encoder(len(tokenizer))
+    encoder.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    torch.manual_seed(SEED + 2)
+    dense = out / "1_Dense"
+    dense.mkdir()
+    save_file({"linear.weight": torch.randn(dim, 32) * 0.3}, str(dense / "model.safetensors"))
+    (dense / "config.json").write_text(
+        json.dumps({"in_features": 32, "out_features": dim, "bias": False})
+    )
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"},
+    ]
+    (out / "modules.json").write_text(json.dumps(modules))
+    settings = {
+        "query_prefix": "[Q] ",
+        "document_prefix": "[D] ",
+        **COLBERT_SETTINGS,
+        "attend_to_expansion_tokens": False,
+        "do_query_expansion": True,
+        "skiplist_words": list(string.punctuation),
+    }
+    (out / "config_sentence_transformers.json").write_text(json.dumps(settings))
+    return out

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 from rerankit.config import RerankerConfig
 from rerankit.errors import ConfigurationError
@@ -46,3 +46,15 @@ class Backend(ABC):
     async def aclose(self) -> None:
         """Async :meth:`close`, for backends that hold async clients."""
         self.close()
+
+
+def query_token_cap(options: Mapping[str, Any], max_length: int, special_tokens: int) -> int:
+    """``max_query_length`` for pair encoders: given, or half of ``max_length``; checked to fit."""
+    cap = int(options.get("max_query_length", max_length // 2))
+    longest = max_length - special_tokens - 1
+    if not 0 < cap <= longest:
+        raise ConfigurationError(
+            f"max_query_length must be between 1 and {longest} for max_length={max_length}, "
+            f"got {cap}"
+        )
+    return cap

@@ -15,10 +15,10 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rerankit.backends._device import resolve_device, resolve_dtype
-from rerankit.backends.base import Backend
+from rerankit.backends.base import Backend, query_token_cap
 from rerankit.batching import length_sorted_batches
 from rerankit.config import RerankerConfig
-from rerankit.errors import BackendError, ConfigurationError
+from rerankit.errors import BackendError
 from rerankit.types import Scores
 
 logger = logging.getLogger("rerankit")
@@ -69,13 +69,7 @@ class CrossEncoderBackend(Backend):
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.max_length = self._effective_max_length(config.max_length)
         self.special_tokens = len(self.tokenizer("", "")["input_ids"])
-        self.max_query_length = int(options.get("max_query_length", self.max_length // 2))
-        longest_query = self.max_length - self.special_tokens - 1
-        if not 0 < self.max_query_length <= longest_query:
-            raise ConfigurationError(
-                f"max_query_length must be between 1 and {longest_query} for "
-                f"max_length={self.max_length}, got {self.max_query_length}"
-            )
+        self.max_query_length = query_token_cap(options, self.max_length, self.special_tokens)
         default_tokens = DEFAULT_MAX_BATCH_TOKENS.get(
             self.device.type, DEFAULT_MAX_BATCH_TOKENS_ACCELERATOR
         )
@@ -104,7 +98,11 @@ class CrossEncoderBackend(Backend):
                         batch, self._score_batch(query, texts, batch), strict=True
                     ):
                         values[position] = value
-        return Scores(values=values, truncated=sum(n > budget for n in text_tokens))
+        return Scores(
+            values=values,
+            truncated=sum(n > budget for n in text_tokens),
+            max_tokens=self.max_length,
+        )
 
     def _score_batch(self, query: str, texts: Sequence[str], batch: list[int]) -> list[float]:
         encoded = self.tokenizer(

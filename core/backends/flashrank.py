@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import AddedToken, Tokenizer
 
-from rerankit.backends.base import Backend
+from rerankit.backends.base import Backend, query_token_cap
 from rerankit.batching import length_sorted_batches
 from rerankit.config import RerankerConfig
 from rerankit.errors import BackendError, ConfigurationError
@@ -79,12 +79,7 @@ class FlashRankBackend(Backend):
         self.tokenizer, self.pad_id, limit = _tokenizer(self.folder)
         self.max_length = min(config.max_length, limit)
         self.special_tokens = len(self.tokenizer.encode("", "").ids)
-        self.max_query_length = int(options.get("max_query_length", self.max_length // 2))
-        if not 0 < self.max_query_length < self.max_length - self.special_tokens:
-            raise ConfigurationError(
-                f"max_query_length must be between 1 and {self.max_length - self.special_tokens - 1}"
-                f" for max_length={self.max_length}, got {self.max_query_length}"
-            )
+        self.max_query_length = query_token_cap(options, self.max_length, self.special_tokens)
         self.tokenizer.enable_truncation(self.max_length, strategy="only_second")
         self.max_batch_tokens = int(options.get("max_batch_tokens", DEFAULT_MAX_BATCH_TOKENS))
         self._lock = threading.Lock()  # one tokenizer, whose truncation state is shared
@@ -102,7 +97,11 @@ class FlashRankBackend(Backend):
                 batch, self._run([encodings[i] for i in batch]), strict=True
             ):
                 values[position] = value
-        return Scores(values=values, truncated=sum(bool(e.overflowing) for e in encodings))
+        return Scores(
+            values=values,
+            truncated=sum(bool(e.overflowing) for e in encodings),
+            max_tokens=self.max_length,
+        )
 
     def _run(self, encodings: list[Any]) -> list[float]:
         width = max(len(e.ids) for e in encodings)
@@ -218,7 +217,8 @@ def _providers(options: Any) -> list[str]:
     missing = [p for p in providers if p not in available]
     if missing:
         raise ConfigurationError(
-            f"ONNX Runtime providers {missing} are not available here; available: {sorted(available)}"
+            f"ONNX Runtime providers {missing} are not available here; "
+            f"available: {sorted(available)}"
         )
     return list(providers)
 

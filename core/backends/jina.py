@@ -373,7 +373,9 @@ class JinaBackend(Backend):
         if self.price_per_million_tokens is not None and "total_tokens" in usage:
             usage["cost"] = usage["total_tokens"] * self.price_per_million_tokens / 1_000_000
         usage["requests"] = float(len(chunks))
-        return Scores(values=values, truncated=truncated, usage=usage)
+        return Scores(
+            values=values, truncated=truncated, usage=usage, max_tokens=self.max_document_tokens
+        )
 
     # -- secrets and clients -------------------------------------------------------------------
 

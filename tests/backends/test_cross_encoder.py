@@ -78,7 +78,7 @@ def test_truncation_is_counted_and_logged(
     with caplog.at_level(logging.WARNING, logger="rerankit"):
         result = rr.rank(QUERY, docs)
     assert result.truncated == 2
-    assert "2 of 4 documents were truncated to max_length=128" in caplog.text
+    assert "2 of 4 documents were truncated to 128 tokens" in caplog.text
     # Truncation is passage-side: the query keeps its tokens, as with only_second truncation.
     reference = _reference(minilm_reranker_dir, docs, max_length=128)
     assert rr.score(QUERY, docs) == pytest.approx(reference.tolist(), abs=1e-4)
