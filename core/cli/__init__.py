@@ -6,7 +6,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from rerankit.cli import demo, export, info
+from rerankit.cli import demo, eval, export, info
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     commands = parser.add_subparsers(dest="command", required=True)
     demo.register(commands)
+    eval.register(commands)
     info.register(commands)
     export.register(commands)
     return parser

@@ -9,13 +9,13 @@ cross-encoder), unless ``--model`` names another.
 from __future__ import annotations
 
 import argparse
-import logging
 import time
 from typing import Any
 
 from rerankit._optional import is_available, require
 from rerankit.cli.demo_corpus import PASSAGES, QUERIES
 from rerankit.errors import ConfigurationError
+from rerankit.eval.first_stage import BM25
 from rerankit.reranker import Reranker
 
 CANDIDATES = 10
@@ -84,16 +84,10 @@ def _choose_model(model: str | None, backend: str | None) -> tuple[str, str | No
 
 
 def _bm25() -> Any:
-    bm25s = require("bm25s", extra="eval", purpose="rerankit demo's BM25 first stage")
-    logging.getLogger("bm25s").setLevel(logging.WARNING)
-    index = bm25s.BM25()
-    index.index(bm25s.tokenize(list(PASSAGES.values()), show_progress=False), show_progress=False)
+    index = BM25(PASSAGES)
 
     def search(query: str) -> list[int]:
-        hits, _ = index.retrieve(
-            bm25s.tokenize([query], show_progress=False), k=CANDIDATES, show_progress=False
-        )
-        return [int(i) for i in hits[0]]
+        return [index.ids.index(doc_id) for doc_id, _ in index.search(query, CANDIDATES)]
 
     return search
 

@@ -1,0 +1,1 @@
+"""Evaluation harness: first stage, rerankers, quality metrics and serving cost side by side."""

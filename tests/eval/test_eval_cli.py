@@ -1,0 +1,72 @@
+"""``rerankit eval`` end to end on a small real subset, twice: stable schema, same numbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rerankit.cli import main
+from tests.conftest import SHARED_DATA
+
+KEYS = {
+    "name",
+    "backend",
+    "config",
+    "metrics",
+    "p_value_vs_first_stage",
+    "latency_ms",
+    "pairs",
+    "pairs_per_second",
+    "usage",
+    "per_query",
+}
+
+
+@pytest.mark.parametrize("dataset", ["cranfield", "cmrc2018-sent"])
+def test_eval_on_a_real_subset(
+    dataset: str, tiny_bert_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "rerankers.yaml"
+    config.write_text(
+        f"rerankers:\n  - name: tiny\n    model: {tiny_bert_dir}\n    backend: cross-encoder\n"
+    )
+    reports = []
+    for attempt in range(2):
+        out = tmp_path / f"out{attempt}"
+        args = [
+            "eval",
+            str(SHARED_DATA / dataset),
+            "--config",
+            str(config),
+            "--reranker",
+            f"name=tiny-normalized,model={tiny_bert_dir},normalize=true,batch_size=16",
+            "--candidates",
+            "20",
+            "--max-queries",
+            "8",
+            "--out",
+            str(out),
+        ]
+        assert main(args) == 0
+        reports.append(json.loads((out / "report.json").read_text()))
+        assert (out / "quality_vs_latency.png").stat().st_size > 1000
+        assert "| BM25 |" in (out / "report.md").read_text()
+    first, second = reports
+    assert first["schema"] == "rerankit.eval/1"
+    assert [s["name"] for s in first["systems"]] == ["BM25", "tiny", "tiny-normalized"]
+    for system in first["systems"]:
+        assert set(system) == KEYS
+        assert set(system["metrics"]) == {"nDCG@10", "RR@10", "R@10", "R@100"}
+        assert len(system["per_query"]["nDCG@10"]) == 8
+    assert first["systems"][2]["config"]["normalize"] is True
+    assert first["systems"][1]["pairs"] > 0
+    # Deterministic: the same inputs give the same quality numbers.
+    for a, b in zip(first["systems"], second["systems"], strict=True):
+        assert a["metrics"] == b["metrics"]
+        assert a["per_query"] == b["per_query"]
+    # A reranker only reorders the candidates: recall@100 over 20 candidates cannot change.
+    recalls = {s["metrics"]["R@100"] for s in first["systems"]}
+    assert len(recalls) == 1
+    assert "nDCG@10" in capsys.readouterr().out
