@@ -13,32 +13,13 @@ import argparse
 import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests import model_factory  # noqa: E402  (after sys.path)
-
-DATA = ROOT.parent / "shared" / "data" / "scifact"
-Scorer = Callable[[str, list[str]], object]
-
-
-def candidate_sets(n_queries: int, n_candidates: int) -> list[tuple[str, list[str]]]:
-    """Seeded samples of real passages (title + abstract, variable length) per real query."""
-    corpus = model_factory.read_corpus_texts(DATA, limit=10_000)
-    with (DATA / "queries.jsonl").open(encoding="utf-8") as lines:
-        queries = [json.loads(line)["text"] for line in lines][:n_queries]
-    rng = random.Random(0)
-    return [(q, rng.sample(corpus, n_candidates)) for q in queries]
+from common import DATA, Scorer, candidate_sets, model_factory, pairs_per_second, peak_rss_mib
 
 
 def scorers(model_dir: Path, batch_size: int) -> dict[str, Scorer]:
@@ -62,27 +43,19 @@ def scorers(model_dir: Path, batch_size: int) -> dict[str, Scorer]:
     }
 
 
-def pairs_per_second(score: Scorer, sets: list[tuple[str, list[str]]]) -> float:
-    score(*sets[0])  # warm-up
-    started = time.perf_counter()
-    for query, docs in sets:
-        score(query, docs)
-    return sum(len(d) for _, d in sets) / (time.perf_counter() - started)
-
-
 def memory_probe(model_dir: Path, n: int) -> None:
     """Child process: rerank ``n`` long passages and print peak RSS before/after in MiB."""
     from rerankit import Reranker
 
-    corpus = model_factory.read_corpus_texts(DATA, limit=10_000)
+    corpus = model_factory.read_corpus_texts(DATA / "scifact", limit=10_000)
     rng = random.Random(1)
     passages = [" ".join(" ".join(rng.sample(corpus, 3)).split()[:320]) for _ in range(n)]
     rr = Reranker(str(model_dir), device="cpu")
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = peak_rss_mib()
     started = time.perf_counter()
     result = rr.rank("What causes antibiotic resistance?", passages)
     elapsed = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    after = peak_rss_mib()
     tokens = rr.backend.tokenizer(passages[:50], add_special_tokens=False)["input_ids"]  # type: ignore[attr-defined]
     print(
         json.dumps(

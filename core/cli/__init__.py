@@ -6,7 +6,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from rerankit.cli import demo, eval, export, info
+from rerankit.cli import bench, demo, eval, export, info
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rerankit", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     commands = parser.add_subparsers(dest="command", required=True)
+    bench.register(commands)
     demo.register(commands)
     eval.register(commands)
     info.register(commands)
