@@ -36,6 +36,10 @@ class Backend(ABC):
     def score(self, query: str, texts: Sequence[str]) -> Scores:
         """Score every text against ``query``; one float per text, in input order."""
 
+    def score_many(self, requests: Sequence[tuple[str, Sequence[str]]]) -> list[Scores]:
+        """Score several queries' candidates; pair encoders share batches across queries."""
+        return [self.score(query, texts) for query, texts in requests]
+
     async def ascore(self, query: str, texts: Sequence[str]) -> Scores:
         """Async :meth:`score`; local backends run it in a worker thread."""
         return await asyncio.to_thread(self.score, query, texts)

@@ -16,6 +16,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rerankit.backends._device import resolve_device, resolve_dtype
 from rerankit.backends.base import Backend, query_token_cap
+from rerankit.backends.pairs import FlatPairs, Request, flatten, split
 from rerankit.batching import length_sorted_batches
 from rerankit.config import RerankerConfig
 from rerankit.errors import BackendError
@@ -79,14 +80,25 @@ class CrossEncoderBackend(Backend):
         self._lock = threading.Lock()
 
     def score(self, query: str, texts: Sequence[str]) -> Scores:
+        return self.score_many([(query, texts)])[0]
+
+    def score_many(self, requests: Sequence[Request]) -> list[Scores]:
         with self._lock:
-            query = self._cap_query(query)
-            query_tokens = len(self.tokenizer(query, add_special_tokens=False)["input_ids"])
-            encoded = self.tokenizer(list(texts), add_special_tokens=False, verbose=False)
+            capped = [(self._cap_query(query), texts) for query, texts in requests]
+            pairs = flatten(capped)
+            unique = list(dict.fromkeys(query for query, _ in capped))
+            ids = self.tokenizer(unique, add_special_tokens=False)["input_ids"] if unique else []
+            query_tokens = {q: len(i) for q, i in zip(unique, ids, strict=True)}
+            encoded = self.tokenizer(pairs.texts, add_special_tokens=False, verbose=False)
+            budgets = [
+                self.max_length - self.special_tokens - query_tokens[q] for q in pairs.queries
+            ]
             text_tokens = [len(ids) for ids in encoded["input_ids"]]
-            budget = self.max_length - self.special_tokens - query_tokens
-            lengths = [query_tokens + self.special_tokens + min(n, budget) for n in text_tokens]
-            values = [0.0] * len(texts)
+            lengths = [
+                self.max_length - budget + min(n, budget)
+                for n, budget in zip(text_tokens, budgets, strict=True)
+            ]
+            values = [0.0] * len(pairs.texts)
             batches = length_sorted_batches(
                 lengths,
                 max_batch_size=self.config.batch_size,
@@ -94,20 +106,15 @@ class CrossEncoderBackend(Backend):
             )
             with torch.inference_mode():
                 for batch in batches:
-                    for position, value in zip(
-                        batch, self._score_batch(query, texts, batch), strict=True
-                    ):
+                    for position, value in zip(batch, self._score_batch(pairs, batch), strict=True):
                         values[position] = value
-        return Scores(
-            values=values,
-            truncated=sum(n > budget for n in text_tokens),
-            max_tokens=self.max_length,
-        )
+        truncated = [n > budget for n, budget in zip(text_tokens, budgets, strict=True)]
+        return split(pairs, values, truncated, lengths, self.max_length)
 
-    def _score_batch(self, query: str, texts: Sequence[str], batch: list[int]) -> list[float]:
+    def _score_batch(self, pairs: FlatPairs, batch: list[int]) -> list[float]:
         encoded = self.tokenizer(
-            [query] * len(batch),
-            [texts[i] for i in batch],
+            [pairs.queries[i] for i in batch],
+            [pairs.texts[i] for i in batch],
             padding=True,
             truncation="only_second",
             max_length=self.max_length,

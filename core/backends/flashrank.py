@@ -24,6 +24,7 @@ import onnxruntime as ort
 from tokenizers import AddedToken, Tokenizer
 
 from rerankit.backends.base import Backend, query_token_cap
+from rerankit.backends.pairs import Request, flatten, split
 from rerankit.batching import length_sorted_batches
 from rerankit.config import RerankerConfig
 from rerankit.errors import BackendError, ConfigurationError
@@ -85,11 +86,16 @@ class FlashRankBackend(Backend):
         self._lock = threading.Lock()  # one tokenizer, whose truncation state is shared
 
     def score(self, query: str, texts: Sequence[str]) -> Scores:
+        return self.score_many([(query, texts)])[0]
+
+    def score_many(self, requests: Sequence[Request]) -> list[Scores]:
         with self._lock:
-            query = self._cap_query(query)
-            encodings = self.tokenizer.encode_batch([(query, text) for text in texts])
+            pairs = flatten([(self._cap_query(query), texts) for query, texts in requests])
+            encodings = self.tokenizer.encode_batch(
+                list(zip(pairs.queries, pairs.texts, strict=True))
+            )
         lengths = [len(e.ids) for e in encodings]
-        values = [0.0] * len(texts)
+        values = [0.0] * len(encodings)
         for batch in length_sorted_batches(
             lengths, max_batch_size=self.config.batch_size, max_batch_tokens=self.max_batch_tokens
         ):
@@ -97,11 +103,8 @@ class FlashRankBackend(Backend):
                 batch, self._run([encodings[i] for i in batch]), strict=True
             ):
                 values[position] = value
-        return Scores(
-            values=values,
-            truncated=sum(bool(e.overflowing) for e in encodings),
-            max_tokens=self.max_length,
-        )
+        truncated = [bool(e.overflowing) for e in encodings]
+        return split(pairs, values, truncated, lengths, self.max_length)
 
     def _run(self, encodings: list[Any]) -> list[float]:
         width = max(len(e.ids) for e in encodings)

@@ -6,7 +6,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from rerankit.cli import bench, demo, eval, export, info
+from rerankit.cli import bench, demo, eval, export, info, serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(commands)
     eval.register(commands)
     info.register(commands)
+    serve.register(commands)
     export.register(commands)
     return parser
 

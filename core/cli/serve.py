@@ -1,0 +1,91 @@
+"""``rerankit serve``: a Jina/Cohere-compatible rerank server for one machine (uvicorn)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rerankit._optional import require
+from rerankit.config import RerankerConfig
+from rerankit.errors import ConfigurationError
+
+
+def register(commands: Any) -> None:
+    """Add the ``serve`` sub-command."""
+    parser = commands.add_parser("serve", help="serve rerankers over HTTP (Jina / Cohere shape)")
+    parser.add_argument("--model", help="model to serve (its name in requests is this string)")
+    parser.add_argument("--backend", help="backend for --model (inferred when omitted)")
+    parser.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE", help="backend option"
+    )
+    parser.add_argument("--config", type=Path, help="YAML/JSON: {models: {name: config}}")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--no-batching", action="store_true", help="score requests one by one")
+    parser.add_argument("--max-batch-pairs", type=int, default=256)
+    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--max-queue-pairs", type=int, default=8192)
+    parser.add_argument("--max-documents", type=int, default=1000)
+    parser.add_argument("--max-body-bytes", type=int, default=10 * 1024 * 1024)
+    parser.add_argument("--request-timeout", type=float, default=60.0)
+    parser.add_argument("--api-key-env", help="require 'Authorization: Bearer $VAR' on /v1")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the models, then serve until interrupted (in-flight requests are drained)."""
+    uvicorn = require("uvicorn", extra="serve", purpose="rerankit serve")
+    from rerankit.reranker import Reranker
+    from rerankit.serve.app import ServeSettings, create_app
+
+    configs = model_configs(args)
+    rerankers = {name: Reranker.from_config(config) for name, config in configs.items()}
+    settings = ServeSettings(
+        batching=not args.no_batching,
+        max_batch_pairs=args.max_batch_pairs,
+        max_wait_ms=args.max_wait_ms,
+        max_queue_pairs=args.max_queue_pairs,
+        max_documents=args.max_documents,
+        max_body_bytes=args.max_body_bytes,
+        request_timeout_s=args.request_timeout,
+        api_key_env=args.api_key_env,
+    )
+    app = create_app(rerankers, settings)
+    uvicorn.run(app, host=args.host, port=args.port, timeout_graceful_shutdown=30)
+    return 0
+
+
+def model_configs(args: argparse.Namespace) -> dict[str, RerankerConfig]:
+    """Served name -> config, from --config and/or --model."""
+    configs: dict[str, RerankerConfig] = {}
+    if args.config is not None:
+        text = args.config.read_text(encoding="utf-8")
+        yaml: Any = require("yaml", extra="eval", purpose="reading --config files")
+        loaded = yaml.safe_load(text)
+        models = loaded.get("models") if isinstance(loaded, dict) and "models" in loaded else None
+        if isinstance(models, dict):
+            configs.update({str(n): RerankerConfig.from_kwargs(**c) for n, c in models.items()})
+        elif isinstance(loaded, dict) and "model" in loaded:
+            configs[str(loaded["model"])] = RerankerConfig.from_kwargs(**loaded)
+        else:
+            raise ConfigurationError(f"{args.config}: expected {{models: {{name: config}}}}")
+    if args.model is not None:
+        options = dict(_pair(o) for o in args.option)
+        configs[args.model] = RerankerConfig.from_kwargs(
+            args.model, backend=args.backend, **options
+        )
+    if not configs:
+        raise ConfigurationError("pass --model or --config")
+    return configs
+
+
+def _pair(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise ConfigurationError(f"--option expects KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value

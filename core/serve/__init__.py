@@ -1,0 +1,1 @@
+"""``rerankit serve``: one reranking service for many applications, in the Jina/Cohere shape."""

@@ -1,0 +1,243 @@
+"""The HTTP app: ``POST /v1/rerank`` (Jina / Cohere v2 shape), ``/health``, ``/v1/models``,
+``/metrics``. Built with FastAPI; run by uvicorn (``rerankit serve``) or Ray Serve."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from rerankit.errors import MissingDependencyError
+from rerankit.reranker import Reranker
+from rerankit.serve.batcher import MicroBatcher, QueueFullError
+
+try:
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, Response
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST,
+        CollectorRegistry,
+        Counter,
+        Gauge,
+        Histogram,
+        generate_latest,
+    )
+    from pydantic import BaseModel, ConfigDict, Field
+except ImportError as exc:
+    raise MissingDependencyError(exc.name or "fastapi", "serve", "rerankit serve") from exc
+
+logger = logging.getLogger("rerankit.serve")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Limits and behaviour of the server (all have safe defaults)."""
+
+    batching: bool = True
+    max_batch_pairs: int = 256
+    max_wait_ms: float = 5.0
+    max_queue_pairs: int = 8192
+    max_documents: int = 1000
+    max_body_bytes: int = 10 * 1024 * 1024
+    request_timeout_s: float = 60.0
+    api_key_env: str | None = None
+    retry_after_s: int = 1
+
+
+class TextDocument(BaseModel):
+    text: str
+
+
+class RerankRequest(BaseModel):
+    """The Jina / Cohere v2 request body (extra fields from those clients are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    query: str
+    documents: list[str | TextDocument]
+    top_n: int | None = Field(default=None, gt=0)
+    return_documents: bool = False
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "rerankit_requests",
+            "Rerank requests by outcome",
+            ["model", "status"],
+            registry=self.registry,
+        )
+        self.pairs = Counter("rerankit_pairs", "Pairs scored", ["model"], registry=self.registry)
+        self.batch_pairs = Histogram(
+            "rerankit_batch_pairs",
+            "Pairs per backend batch",
+            ["model"],
+            registry=self.registry,
+            buckets=(1, 4, 16, 64, 128, 256, 512, 1024, 4096),
+        )
+        self.batch_requests = Histogram(
+            "rerankit_batch_requests",
+            "Requests merged per backend batch",
+            ["model"],
+            registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+        )
+        self.queue = Gauge(
+            "rerankit_queue_pairs", "Pairs waiting to be scored", ["model"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "rerankit_request_seconds",
+            "Request latency",
+            ["model"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+
+
+def create_app(rerankers: Mapping[str, Reranker], settings: ServeSettings | None = None) -> FastAPI:
+    """A FastAPI app serving ``rerankers`` by name; the first one is the default model."""
+    if not rerankers:
+        raise ValueError("create_app needs at least one reranker")
+    settings = settings or ServeSettings()
+    metrics = _Metrics()
+    batchers = {
+        name: MicroBatcher(
+            reranker.backend,
+            enabled=settings.batching,
+            max_batch_pairs=settings.max_batch_pairs,
+            max_wait_ms=settings.max_wait_ms,
+            max_queue_pairs=settings.max_queue_pairs,
+            on_batch=_recorder(metrics, name),
+        )
+        for name, reranker in rerankers.items()
+    }
+    default_model = next(iter(rerankers))
+    token = os.environ.get(settings.api_key_env) if settings.api_key_env else None
+    if settings.api_key_env and not token:
+        raise ValueError(f"--api-key-env {settings.api_key_env} is set, but that variable is empty")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for batcher in batchers.values():
+            await batcher.start()
+        yield
+        for batcher in batchers.values():  # drain in-flight work before exiting
+            await batcher.stop()
+
+    app = FastAPI(title="rerankit", lifespan=lifespan)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Response:
+        if request.url.path.startswith(("/v1/", "/v2/")) and request.url.path != "/v1/models":
+            denied = _check_token(request, token)
+            if denied is not None:
+                return denied
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
+            return _error(413, f"request body over {settings.max_body_bytes} bytes")
+        body = await request.body()
+        if len(body) > settings.max_body_bytes:
+            return _error(413, f"request body over {settings.max_body_bytes} bytes")
+        response: Response = await call_next(request)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
+        ]
+        return _error(422, "; ".join(problems) or "invalid request")
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "models": list(rerankers)}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [
+                {"id": name, "object": "model", "backend": rr.backend_name}
+                for name, rr in rerankers.items()
+            ],
+        }
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        for name, batcher in batchers.items():
+            metrics.queue.labels(name).set(batcher.queued_pairs)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/rerank")
+    @app.post("/v2/rerank")
+    async def rerank(body: RerankRequest) -> JSONResponse:
+        name = body.model or default_model
+        if name not in rerankers:
+            return _error(404, f"unknown model {name!r}; available: {sorted(rerankers)}")
+        texts = [d if isinstance(d, str) else d.text for d in body.documents]
+        if len(texts) > settings.max_documents:
+            metrics.requests.labels(name, "413").inc()
+            return _error(
+                413, f"{len(texts)} documents; at most {settings.max_documents} per request"
+            )
+        started = time.perf_counter()
+        try:
+            scores = (
+                await asyncio.wait_for(
+                    batchers[name].submit(body.query, texts), timeout=settings.request_timeout_s
+                )
+                if texts
+                else None
+            )
+        except QueueFullError as exc:
+            metrics.requests.labels(name, "429").inc()
+            return _error(429, str(exc), {"Retry-After": str(settings.retry_after_s)})
+        except asyncio.TimeoutError:
+            metrics.requests.labels(name, "504").inc()
+            return _error(504, f"not scored within {settings.request_timeout_s} s")
+        values = scores.values if scores is not None else []
+        order = sorted(range(len(values)), key=lambda i: (-values[i], i))[: body.top_n]
+        results: list[dict[str, Any]] = []
+        for i in order:
+            item: dict[str, Any] = {"index": i, "relevance_score": values[i]}
+            if body.return_documents:
+                item["document"] = {"text": texts[i]}
+            results.append(item)
+        metrics.requests.labels(name, "200").inc()
+        metrics.pairs.labels(name).inc(len(texts))
+        metrics.latency.labels(name).observe(time.perf_counter() - started)
+        tokens = int(scores.usage.get("total_tokens", 0)) if scores is not None else 0
+        return JSONResponse({"model": name, "usage": {"total_tokens": tokens}, "results": results})
+
+    return app
+
+
+def _recorder(metrics: _Metrics, name: str) -> Any:
+    def record(requests: int, pairs: int) -> None:
+        metrics.batch_requests.labels(name).observe(requests)
+        metrics.batch_pairs.labels(name).observe(pairs)
+
+    return record
+
+
+def _check_token(request: Request, token: str | None) -> JSONResponse | None:
+    if token is None:
+        return None
+    given = request.headers.get("authorization", "")
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.encode(), token.encode()):
+        return _error(401, "missing or invalid bearer token", {"WWW-Authenticate": "Bearer"})
+    return None
+
+
+def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)

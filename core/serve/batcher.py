@@ -1,0 +1,120 @@
+"""Dynamic micro-batching: pairs from concurrent requests scored in shared batches.
+
+Requests wait at most ``max_wait_ms`` for company; a batch closes early once it holds
+``max_batch_pairs`` pairs. The queue is bounded in pairs: beyond ``max_queue_pairs`` a request is
+refused at once (:class:`QueueFullError`, HTTP 429) instead of waiting without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from rerankit.backends.base import Backend
+from rerankit.errors import RerankitError
+from rerankit.types import Scores
+
+
+class QueueFullError(RerankitError):
+    """The server holds ``max_queue_pairs`` pairs already; retry after a moment."""
+
+
+@dataclass
+class _Pending:
+    query: str
+    texts: Sequence[str]
+    future: asyncio.Future[Scores]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class MicroBatcher:
+    """Queue of rerank requests for one backend, scored in merged batches by one worker."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        enabled: bool = True,
+        max_batch_pairs: int = 256,
+        max_wait_ms: float = 5.0,
+        max_queue_pairs: int = 8192,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.enabled = enabled
+        self.max_batch_pairs = max_batch_pairs
+        self.max_wait = max_wait_ms / 1000
+        self.max_queue_pairs = max_queue_pairs
+        self.queued_pairs = 0
+        self._on_batch = on_batch
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop the worker."""
+        if self._worker is None:
+            return
+        await self._queue.join()
+        self._worker.cancel()
+        await asyncio.gather(self._worker, return_exceptions=True)
+        self._worker = None
+
+    async def submit(self, query: str, texts: Sequence[str]) -> Scores:
+        """Scores for one request, or :class:`QueueFullError` when the queue is full."""
+        if self.queued_pairs + len(texts) > self.max_queue_pairs:
+            raise QueueFullError(
+                f"queue holds {self.queued_pairs} pairs; this request adds {len(texts)} "
+                f"(limit {self.max_queue_pairs})"
+            )
+        self.queued_pairs += len(texts)
+        future: asyncio.Future[Scores] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(query, texts, future))
+        try:
+            return await future
+        finally:
+            if not future.done():
+                future.cancel()
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            if self.enabled:
+                await self._fill(batch)
+            live = [p for p in batch if not p.future.done()]  # skip callers that gave up
+            try:
+                if live:
+                    requests = [(p.query, p.texts) for p in live]
+                    results = await asyncio.to_thread(self.backend.score_many, requests)
+                    for pending, scores in zip(live, results, strict=True):
+                        if not pending.future.done():
+                            pending.future.set_result(scores)
+                    if self._on_batch is not None:
+                        self._on_batch(len(live), sum(len(p.texts) for p in live))
+            except Exception as exc:  # the callers receive the backend's error
+                for pending in live:
+                    if not pending.future.done():
+                        pending.future.set_exception(exc)
+            finally:
+                for pending in batch:
+                    self.queued_pairs -= len(pending.texts)
+                    self._queue.task_done()
+
+    async def _fill(self, batch: list[_Pending]) -> None:
+        pairs = len(batch[0].texts)
+        deadline = time.perf_counter() + self.max_wait
+        while pairs < self.max_batch_pairs:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            try:
+                item = await asyncio.wait_for(self._queue.get(), timeout=remaining)
+            except asyncio.TimeoutError:
+                break
+            batch.append(item)
+            pairs += len(item.texts)

@@ -1,0 +1,169 @@
+"""``rerankit serve`` end to end over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from rerankit import AuthenticationError, Reranker, Secret
+from rerankit.backends.base import Backend
+from rerankit.serve.app import ServeSettings
+from rerankit.serve.batcher import MicroBatcher
+from tests.serve.conftest import serving
+
+DOCS = [
+    "DNA repair proteins fix broken strands",
+    "a recipe for bread",
+    "",
+    "repair of DNA by BRCA1",
+    "a recipe for bread",
+]
+
+
+def _client(url: str, **options: object) -> Reranker:
+    return Reranker(
+        "tiny", backend="jina", base_url=url, api_key=Secret.from_token("unused"), **options
+    )
+
+
+def test_the_jina_backend_talks_to_rerankit_serve(local: Reranker) -> None:
+    with serving({"tiny": local}, ServeSettings()) as url:
+        remote = _client(url)
+        got = remote.rank("which proteins repair DNA?", DOCS, top_k=4)
+        want = local.rank("which proteins repair DNA?", DOCS, top_k=4)
+        assert got.indices == want.indices
+        assert got.scores == pytest.approx(want.scores, abs=1e-4)
+        assert got.usage["total_tokens"] > 0
+        health = httpx.get(f"{url}/health").json()
+        assert health == {"status": "ok", "models": ["tiny"]}
+        assert httpx.get(f"{url}/v1/models").json()["data"][0]["backend"] == "cross-encoder"
+
+
+def test_concurrent_requests_are_batched_and_exact(local: Reranker) -> None:
+    queries = [f"query {i} about DNA repair" for i in range(16)]
+    settings = ServeSettings(max_wait_ms=50)
+    with serving({"tiny": local}, settings) as url:
+        remote = _client(url)
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(lambda q: remote.rank(q, DOCS), queries))
+        for query, result in zip(queries, results, strict=True):
+            want = local.rank(query, DOCS)
+            assert result.indices == want.indices
+            assert result.scores == pytest.approx(want.scores, abs=1e-4)
+        metrics = httpx.get(f"{url}/metrics").text
+    batches = _metric(metrics, 'rerankit_batch_requests_count{model="tiny"}')
+    assert batches < 16, "concurrent requests were not merged into shared batches"
+    assert _metric(metrics, 'rerankit_requests_total{model="tiny",status="200"}') == 16
+    assert _metric(metrics, 'rerankit_pairs_total{model="tiny"}') == 16 * len(DOCS)
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+async def test_overload_gets_429_then_recovers(local: Reranker) -> None:
+    settings = ServeSettings(max_queue_pairs=10, max_wait_ms=300)
+    with serving({"tiny": local}, settings) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            body = {"model": "tiny", "query": "q", "documents": DOCS}
+            responses = await asyncio.gather(
+                *(client.post("/v1/rerank", json=body) for _ in range(8))
+            )
+            codes = sorted(r.status_code for r in responses)
+            assert codes.count(200) == 2, codes
+            assert set(codes) == {200, 429}
+            refused = next(r for r in responses if r.status_code == 429)
+            assert refused.headers["Retry-After"] == "1"
+            assert "queue holds" in refused.json()["detail"]
+            again = await client.post("/v1/rerank", json=body)
+            assert again.status_code == 200
+            assert sorted(r["index"] for r in again.json()["results"]) == list(range(len(DOCS)))
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "status", "detail"),
+    [
+        ({"content": b"{not json"}, 422, "JSON"),
+        ({"json": {"documents": ["a"]}}, 422, "query"),
+        ({"json": {"query": "q", "documents": ["a"], "top_n": 0}}, 422, "top_n"),
+        ({"json": {"query": "q", "documents": [3]}}, 422, "documents"),
+        (
+            {"json": {"model": "nope", "query": "q", "documents": ["a"]}},
+            404,
+            "unknown model 'nope'",
+        ),
+        ({"json": {"query": "q", "documents": ["a"] * 6}}, 413, "at most 5"),
+        ({"json": {"query": "q", "documents": ["x" * 3000]}}, 413, "over 2000 bytes"),
+    ],
+)
+def test_bad_requests(
+    local: Reranker, request_kwargs: dict[str, object], status: int, detail: str
+) -> None:
+    settings = ServeSettings(max_documents=5, max_body_bytes=2000)
+    with serving({"tiny": local}, settings) as url:
+        response = httpx.post(
+            f"{url}/v1/rerank", headers={"Content-Type": "application/json"}, **request_kwargs
+        )  # type: ignore[arg-type]
+    assert response.status_code == status
+    assert detail in response.json()["detail"]
+
+
+def test_cohere_v2_shape_and_documents(local: Reranker) -> None:
+    with serving({"tiny": local}, ServeSettings()) as url:
+        body = {
+            "model": "tiny",
+            "query": "DNA repair",
+            "documents": [{"text": d} for d in DOCS],
+            "top_n": 2,
+            "return_documents": True,
+            "max_tokens_per_doc": 512,
+        }
+        results = httpx.post(f"{url}/v2/rerank", json=body).json()["results"]
+    assert len(results) == 2
+    assert results[0]["document"]["text"] == DOCS[results[0]["index"]]
+    assert results[0]["relevance_score"] >= results[1]["relevance_score"]
+
+
+def test_bearer_token(local: Reranker, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RERANKIT_SERVE_TOKEN", "s3cret-token")
+    with serving({"tiny": local}, ServeSettings(api_key_env="RERANKIT_SERVE_TOKEN")) as url:
+        body = {"query": "q", "documents": ["a", "b"]}
+        assert httpx.post(f"{url}/v1/rerank", json=body).status_code == 401
+        wrong = httpx.post(f"{url}/v1/rerank", json=body, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        assert wrong.headers["WWW-Authenticate"] == "Bearer"
+        assert httpx.get(f"{url}/health").status_code == 200
+        with pytest.raises(AuthenticationError):
+            _client(url).rank("q", ["a"])
+        ok = Reranker(
+            "tiny", backend="jina", base_url=url, api_key=Secret.from_env("RERANKIT_SERVE_TOKEN")
+        )
+        assert sorted(ok.rank("q", ["a", "b"]).indices) == [0, 1]
+
+
+async def test_batcher_drains_on_stop(local: Reranker) -> None:
+    class Slow(Backend):
+        name = "slow"
+
+        def __init__(self, inner: Backend) -> None:
+            super().__init__(inner.config)
+            self.inner = inner
+
+        def score(self, query, texts):  # type: ignore[no-untyped-def]
+            return self.inner.score(query, texts)
+
+    batcher = MicroBatcher(Slow(local.backend), max_wait_ms=20)
+    await batcher.start()
+    tasks = [asyncio.create_task(batcher.submit(f"q{i}", DOCS)) for i in range(5)]
+    await asyncio.sleep(0)
+    await batcher.stop()
+    results = await asyncio.gather(*tasks)
+    assert [len(r.values) for r in results] == [len(DOCS)] * 5
+    assert json.dumps(results[0].values)
