@@ -43,8 +43,6 @@ def start_server(model: Path, port: int, batching: bool) -> subprocess.Popen[byt
         str(model),
         "--port",
         str(port),
-        "--max-wait-ms",
-        "10",
     ]
     if not batching:
         command.append("--no-batching")

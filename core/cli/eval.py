@@ -14,7 +14,7 @@ from rerankit.errors import ConfigurationError
 from rerankit.eval.data import load_beir
 from rerankit.eval.first_stage import load_run
 from rerankit.eval.report import build_report, markdown, write_outputs
-from rerankit.eval.runner import first_stage_run, rerank_run
+from rerankit.eval.runner import first_stage_run, rerank_run, rerank_run_on_ray
 
 
 def register(commands: Any) -> None:
@@ -40,6 +40,9 @@ def register(commands: Any) -> None:
     parser.add_argument("--max-queries", type=int, help="first N judged queries only")
     parser.add_argument("--out", type=Path, help="output folder (default: rerankit-eval/<set>)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--ray", type=int, metavar="ACTORS", help="rerank with Ray Data, ACTORS model copies"
+    )
     parser.set_defaults(run=run)
 
 
@@ -54,12 +57,16 @@ def run(args: argparse.Namespace) -> int:
     systems = [first]
     progress = not args.no_progress and sys.stderr.isatty()
     for name, config in rerankers:
-        systems.append(rerank_run(data, name, config, candidates, progress=progress))
+        if args.ray:
+            systems.append(rerank_run_on_ray(data, name, config, candidates, actors=args.ray))
+        else:
+            systems.append(rerank_run(data, name, config, candidates, progress=progress))
     settings = {
         "data": str(args.data),
         "first_stage": args.first_stage,
         "candidates": args.candidates,
         "max_queries": args.max_queries,
+        "ray_actors": args.ray,
         "rerankers": [{"name": n, **c.to_dict()} for n, c in rerankers],
     }
     report = build_report(data, systems, settings=settings)

@@ -25,23 +25,31 @@ def register(commands: Any) -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--no-batching", action="store_true", help="score requests one by one")
     parser.add_argument("--max-batch-pairs", type=int, default=256)
-    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument(
+        "--max-wait-ms", type=float, default=0.0, help="extra wait for company (default: none)"
+    )
     parser.add_argument("--max-queue-pairs", type=int, default=8192)
     parser.add_argument("--max-documents", type=int, default=1000)
     parser.add_argument("--max-body-bytes", type=int, default=10 * 1024 * 1024)
     parser.add_argument("--request-timeout", type=float, default=60.0)
     parser.add_argument("--api-key-env", help="require 'Authorization: Bearer $VAR' on /v1")
+    parser.add_argument("--ray", action="store_true", help="serve with Ray Serve (extra 'ray')")
+    parser.add_argument("--ray-address", help="Ray cluster to join (default: start a local one)")
+    parser.add_argument("--replicas", type=int, default=1, help="Ray Serve replicas")
+    parser.add_argument(
+        "--autoscaling",
+        type=json.loads,
+        help='Ray Serve autoscaling_config as JSON, e.g. {"min_replicas": 1, "max_replicas": 4}',
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the models, then serve until interrupted (in-flight requests are drained)."""
-    uvicorn = require("uvicorn", extra="serve", purpose="rerankit serve")
     from rerankit.reranker import Reranker
     from rerankit.serve.app import ServeSettings, create_app
 
     configs = model_configs(args)
-    rerankers = {name: Reranker.from_config(config) for name, config in configs.items()}
     settings = ServeSettings(
         batching=not args.no_batching,
         max_batch_pairs=args.max_batch_pairs,
@@ -52,8 +60,29 @@ def run(args: argparse.Namespace) -> int:
         request_timeout_s=args.request_timeout,
         api_key_env=args.api_key_env,
     )
+    if args.ray:
+        return _run_on_ray(args, configs, settings)
+    uvicorn = require("uvicorn", extra="serve", purpose="rerankit serve")
+    rerankers = {name: Reranker.from_config(config) for name, config in configs.items()}
     app = create_app(rerankers, settings)
     uvicorn.run(app, host=args.host, port=args.port, timeout_graceful_shutdown=30)
+    return 0
+
+
+def _run_on_ray(args: argparse.Namespace, configs: dict[str, RerankerConfig], settings: Any) -> int:
+    ray = require("ray", extra="ray", purpose="rerankit serve --ray")
+    from ray import serve
+
+    from rerankit.ray import deployment
+
+    ray.init(address=args.ray_address)
+    serve.start(http_options={"host": args.host, "port": args.port})
+    options: dict[str, Any] = {}
+    if args.autoscaling is not None:
+        options["autoscaling_config"] = args.autoscaling
+    else:
+        options["num_replicas"] = args.replicas
+    serve.run(deployment(configs, settings, **options), route_prefix="/", blocking=True)
     return 0
 
 

@@ -42,7 +42,7 @@ class ServeSettings:
 
     batching: bool = True
     max_batch_pairs: int = 256
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = 0.0
     max_queue_pairs: int = 8192
     max_documents: int = 1000
     max_body_bytes: int = 10 * 1024 * 1024

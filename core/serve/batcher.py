@@ -1,7 +1,9 @@
 """Dynamic micro-batching: pairs from concurrent requests scored in shared batches.
 
-Requests wait at most ``max_wait_ms`` for company; a batch closes early once it holds
-``max_batch_pairs`` pairs. The queue is bounded in pairs: beyond ``max_queue_pairs`` a request is
+When the worker is free it takes everything already queued (up to ``max_batch_pairs`` pairs)
+at once: under load, requests that arrived while a batch was being scored form the next batch,
+and an idle server adds no delay. ``max_wait_ms`` > 0 additionally waits that long for company.
+The queue is bounded in pairs: beyond ``max_queue_pairs`` a request is
 refused at once (:class:`QueueFullError`, HTTP 429) instead of waiting without bound.
 """
 
@@ -38,7 +40,7 @@ class MicroBatcher:
         *,
         enabled: bool = True,
         max_batch_pairs: int = 256,
-        max_wait_ms: float = 5.0,
+        max_wait_ms: float = 0.0,
         max_queue_pairs: int = 8192,
         on_batch: Callable[[int, int], None] | None = None,
     ) -> None:
@@ -107,6 +109,10 @@ class MicroBatcher:
 
     async def _fill(self, batch: list[_Pending]) -> None:
         pairs = len(batch[0].texts)
+        while pairs < self.max_batch_pairs and not self._queue.empty():
+            item = self._queue.get_nowait()
+            batch.append(item)
+            pairs += len(item.texts)
         deadline = time.perf_counter() + self.max_wait
         while pairs < self.max_batch_pairs:
             remaining = deadline - time.perf_counter()
