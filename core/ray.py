@@ -91,6 +91,6 @@ def rerank_dataset(
         fn_constructor_args=(config.to_dict(), query_column, candidates_column),
         batch_size=batch_size,
         batch_format="pandas",
-        concurrency=concurrency,
+        compute=ray.data.ActorPoolStrategy(size=concurrency),
         num_cpus=num_cpus,
     )
