@@ -25,6 +25,16 @@ ADAPTER_SETTINGS = (
 )
 
 
+def is_positive_int(value: object) -> bool:
+    """An ``int`` (not a ``bool``) above zero."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def is_finite_number(value: object) -> bool:
+    """An ``int`` or ``float`` (not a ``bool``) that is neither NaN nor infinite."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 @dataclass(frozen=True)
 class RerankerConfig:
     """How to build a :class:`~rerankit.Reranker`; one config drives the core and every adapter.
@@ -58,20 +68,14 @@ class RerankerConfig:
             raise ConfigurationError(f"backend must be a string or None, got {self.backend!r}")
         for name in ("batch_size", "max_length"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            if not is_positive_int(value):
                 raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
-        if self.top_k is not None and (
-            isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k <= 0
-        ):
+        if self.top_k is not None and not is_positive_int(self.top_k):
             raise ConfigurationError(
                 f"top_k must be a positive integer or None, got {self.top_k!r}"
             )
         threshold = self.score_threshold
-        if threshold is not None and (
-            isinstance(threshold, bool)
-            or not isinstance(threshold, int | float)
-            or not math.isfinite(threshold)
-        ):
+        if threshold is not None and not is_finite_number(threshold):
             raise ConfigurationError(
                 f"score_threshold must be a finite number or None, got {threshold!r}"
             )

@@ -71,17 +71,14 @@ BACKENDS: dict[str, BackendSpec] = {
     )
 }
 
-# FlashRank's published model folder names, matched only without an organisation prefix.
-FLASHRANK_MODELS = frozenset(
-    {
-        "ms-marco-tinybert-l-2-v2",
-        "ms-marco-minilm-l-12-v2",
-        "ms-marco-multibert-l-12",
-        "ce-esci-minilm-l12-v2",
-        "rank-t5-flan",
-        "minireranker_arabic_v1",
-    }
-)
+# FlashRank's published folders and the ONNX file each holds (as in flashrank.Config).
+FLASHRANK_FILES = {
+    "ms-marco-TinyBERT-L-2-v2": "flashrank-TinyBERT-L-2-v2.onnx",
+    "ms-marco-MiniLM-L-12-v2": "flashrank-MiniLM-L-12-v2_Q.onnx",
+    "ms-marco-MultiBERT-L-12": "flashrank-MultiBERT-L12_Q.onnx",
+    "ce-esci-MiniLM-L12-v2": "flashrank-ce-esci-MiniLM-L12-v2_Q.onnx",
+    "miniReranker_arabic_v1": "miniReranker_arabic_v1.onnx",
+}
 
 # Checked in order; the first match names the backend.
 NAME_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -129,7 +126,7 @@ def load_backend_class(name: str) -> type[Backend]:
 
 def _infer_from_name(model: str) -> str | None:
     name = model.strip().lower()
-    if name in FLASHRANK_MODELS:
+    if name in {known.lower() for known in FLASHRANK_FILES}:
         return "flashrank"
     for pattern, backend in NAME_PATTERNS:
         if pattern.search(name):

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from rerankit.backends.base import Backend
-from rerankit.config import RerankerConfig
+from rerankit.config import RerankerConfig, is_finite_number
 from rerankit.errors import (
     BackendError,
     ConfigurationError,
@@ -181,11 +181,7 @@ class Reranker:
         if top_k is not None and top_k <= 0:
             raise InvalidInputError(f"top_k must be > 0, but got {top_k}; pass None to keep all")
         threshold = self._config.score_threshold if score_threshold is None else score_threshold
-        if threshold is not None and (
-            isinstance(threshold, bool)
-            or not isinstance(threshold, int | float)
-            or not math.isfinite(threshold)
-        ):
+        if threshold is not None and not is_finite_number(threshold):
             raise InvalidInputError(
                 f"score_threshold must be a finite number or None, got {threshold!r}"
             )

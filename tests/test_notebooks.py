@@ -42,16 +42,7 @@ def test_rag_notebook_runs(
     monkeypatch.setenv("RERANKIT_MODEL", str(minilm_reranker_dir))
     monkeypatch.setenv("RERANKIT_PLOT", str(plot))
     monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
-    notebook = nbformat.read(path, as_version=4)
-    NotebookClient(
-        notebook,
-        timeout=300,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(path.parent)}},
-    ).execute()
-    printed = "".join(
-        output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", [])
-    )
+    printed = _execute(path)
     assert "mean nDCG@10: BM25" in printed
     assert "* = judged relevant" in printed
     assert plot.stat().st_size > 1000

@@ -28,18 +28,11 @@ from rerankit.backends.pairs import Request, flatten, split
 from rerankit.batching import length_sorted_batches
 from rerankit.config import RerankerConfig
 from rerankit.errors import BackendError, ConfigurationError
+from rerankit.registry import FLASHRANK_FILES
 from rerankit.types import Scores
 
 logger = logging.getLogger("rerankit")
 
-# FlashRank's published folders and the ONNX file each holds (as in flashrank.Config).
-FLASHRANK_FILES = {
-    "ms-marco-TinyBERT-L-2-v2": "flashrank-TinyBERT-L-2-v2.onnx",
-    "ms-marco-MiniLM-L-12-v2": "flashrank-MiniLM-L-12-v2_Q.onnx",
-    "ms-marco-MultiBERT-L-12": "flashrank-MultiBERT-L12_Q.onnx",
-    "ce-esci-MiniLM-L12-v2": "flashrank-ce-esci-MiniLM-L12-v2_Q.onnx",
-    "miniReranker_arabic_v1": "miniReranker_arabic_v1.onnx",
-}
 FLASHRANK_URL = "https://huggingface.co/prithivida/flashrank/resolve/main/{}.zip"
 DEFAULT_CACHE = (
     Path(os.environ.get("RERANKIT_CACHE", Path.home() / ".cache" / "rerankit")) / "flashrank"

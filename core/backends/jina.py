@@ -31,7 +31,7 @@ from tenacity import (
 from rerankit.backends.base import Backend
 from rerankit.backends.circuit import CircuitBreaker
 from rerankit.backends.dialects import Dialect, get_dialect
-from rerankit.config import RerankerConfig
+from rerankit.config import RerankerConfig, is_positive_int
 from rerankit.errors import (
     AuthenticationError,
     BadRequestError,
@@ -411,9 +411,9 @@ class JinaBackend(Backend):
 
 def _positive_int(settings: dict[str, Any], name: str) -> int:
     value = settings[name]
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if not is_positive_int(value):
         raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
-    return value
+    return int(value)
 
 
 def _detail(response: httpx.Response) -> str:

@@ -9,12 +9,13 @@ import rerankit
 from rerankit._optional import is_available
 from rerankit.registry import BACKENDS
 
-# Framework adapters: (extra, importable module that the adapter needs).
+# Framework adapters and tools: (extra, importable module that it needs).
 FRAMEWORKS = (
     ("langchain", "langchain_core"),
     ("llama-index", "llama_index.core"),
     ("haystack", "haystack"),
 )
+TOOLS = (("eval", "bm25s"), ("serve", "fastapi"), ("ray", "ray"))
 
 
 def register(commands: Any) -> None:
@@ -37,6 +38,9 @@ def report() -> str:
         lines.append(_status(spec.name, spec.extra, missing))
     lines += ["", "framework adapters:"]
     for extra, module in FRAMEWORKS:
+        lines.append(_status(extra, extra, [] if is_available(module) else [module]))
+    lines += ["", "tools (rerankit eval / bench, serve, Ray):"]
+    for extra, module in TOOLS:
         lines.append(_status(extra, extra, [] if is_available(module) else [module]))
     lines += ["", f"devices: {', '.join(_devices())}"]
     return "\n".join(lines)

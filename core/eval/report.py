@@ -131,6 +131,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.scatter([x], [y])
         ax.annotate(system["name"], (x, y), textcoords="offset points", xytext=(5, 5))
     ax.set_xscale("log")
+    ax.margins(x=0.25, y=0.1)  # room for the labels
     ax.set_xlabel("p50 latency per query (ms, log scale)")
     ax.set_ylabel("nDCG@10")
     ax.set_title(f"{report['dataset']['name']}: quality vs latency")
