@@ -31,7 +31,9 @@ from rerankit.types import Scores
 
 logger = logging.getLogger("rerankit")
 
-DEFAULT_MAX_BATCH_TOKENS = {"cpu": 8192}
+# Padded tokens per encoder batch; on CPU small batches measured fastest (2048 vs 8192:
+# 18.7 vs 13.1 pairs/s for 10 scifact candidates, 20.9 vs 18.1 for 100).
+DEFAULT_MAX_BATCH_TOKENS = {"cpu": 2048}
 DEFAULT_MAX_BATCH_TOKENS_ACCELERATOR = 32768
 
 
