@@ -50,7 +50,7 @@ def deployment(
 
 
 class _RerankActor:
-    """One model per actor; scores every row of a batch, keeping rows and their order."""
+    """One model per actor; ranks every row of a batch in one call, keeping rows and order."""
 
     def __init__(self, config: dict[str, Any], query_column: str, candidates_column: str) -> None:
         from rerankit.reranker import Reranker
@@ -60,13 +60,14 @@ class _RerankActor:
         self.candidates_column = candidates_column
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        scores, rankings = [], []
-        for query, candidates in zip(
-            batch[self.query_column], batch[self.candidates_column], strict=True
-        ):
-            values = self.reranker.score(str(query), [str(c) for c in candidates])
-            scores.append(values)
-            rankings.append(sorted(range(len(values)), key=lambda i: (-values[i], i)))
+        requests = [
+            (str(query), [str(c) for c in candidates])
+            for query, candidates in zip(
+                batch[self.query_column], batch[self.candidates_column], strict=True
+            )
+        ]
+        scores = self.reranker.score_many(requests)  # the batch's rows share model batches
+        rankings = [sorted(range(len(v)), key=lambda i: (-v[i], i)) for v in scores]
         return {**batch, "scores": scores, "ranking": rankings}
 
 

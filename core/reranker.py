@@ -6,7 +6,7 @@ import logging
 import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from rerankit.backends.base import Backend
 from rerankit.config import RerankerConfig, is_finite_number
@@ -105,11 +105,7 @@ class Reranker:
         score_threshold: float | None = None,
     ) -> RankResult:
         """Sort ``documents`` by relevance to ``query`` (ties keep input order), then cut."""
-        docs, texts, top_k, score_threshold = self._prepare(
-            query, documents, top_k, score_threshold
-        )
-        scores, producer = self._score_with_fallback(query, texts)
-        return producer._rank(docs, scores, top_k, score_threshold)
+        return self.rank_many([(query, documents)], top_k=top_k, score_threshold=score_threshold)[0]
 
     async def arank(
         self,
@@ -120,23 +116,55 @@ class Reranker:
         score_threshold: float | None = None,
     ) -> RankResult:
         """Async :meth:`rank`; never blocks the event loop."""
-        docs, texts, top_k, score_threshold = self._prepare(
-            query, documents, top_k, score_threshold
-        )
-        scores, producer = await self._ascore_with_fallback(query, texts)
-        return producer._rank(docs, scores, top_k, score_threshold)
+        request = self._prepare(query, documents, top_k, score_threshold)
+        scores, producer = await self._ascore_with_fallback(request.query, request.texts)
+        return producer._rank(request, scores)
+
+    def rank_many(
+        self,
+        requests: Iterable[tuple[str, Sequence[DocumentInput]]],
+        *,
+        top_k: int | None = None,
+        score_threshold: float | None = None,
+    ) -> list[RankResult]:
+        """:meth:`rank` for several ``(query, documents)`` requests, results in request order.
+
+        Pair encoders (cross-encoders, FlashRank) score the pairs of all requests in shared
+        length-sorted batches, which is faster than one :meth:`rank` call per query.
+        """
+        prepared = [
+            self._prepare(query, documents, top_k, score_threshold)
+            for query, documents in _as_requests(requests)
+        ]
+        all_scores, producer = self._score_many_with_fallback(prepared)
+        return [
+            producer._rank(request, scores)
+            for request, scores in zip(prepared, all_scores, strict=True)
+        ]
 
     def score(self, query: str, documents: Sequence[DocumentInput]) -> list[float]:
         """One score per document, in input order."""
-        docs, texts, _, _ = self._prepare(query, documents, None, None)
-        scores, producer = self._score_with_fallback(query, texts)
-        return producer._checked(scores, len(docs)).values
+        return self.score_many([(query, documents)])[0]
 
     async def ascore(self, query: str, documents: Sequence[DocumentInput]) -> list[float]:
         """Async :meth:`score`."""
-        docs, texts, _, _ = self._prepare(query, documents, None, None)
-        scores, producer = await self._ascore_with_fallback(query, texts)
-        return producer._checked(scores, len(docs)).values
+        request = self._prepare(query, documents, None, None)
+        scores, producer = await self._ascore_with_fallback(request.query, request.texts)
+        return producer._checked(scores, len(request.docs)).values
+
+    def score_many(
+        self, requests: Iterable[tuple[str, Sequence[DocumentInput]]]
+    ) -> list[list[float]]:
+        """:meth:`score` for several ``(query, documents)`` requests, in shared batches."""
+        prepared = [
+            self._prepare(query, documents, None, None)
+            for query, documents in _as_requests(requests)
+        ]
+        all_scores, producer = self._score_many_with_fallback(prepared)
+        return [
+            producer._checked(scores, len(request.docs)).values
+            for request, scores in zip(prepared, all_scores, strict=True)
+        ]
 
     def close(self) -> None:
         """Release the backend's resources (and the fallback's)."""
@@ -171,7 +199,7 @@ class Reranker:
         documents: object,
         top_k: int | None,
         score_threshold: float | None,
-    ) -> tuple[list[DocumentInput], list[str], int | None, float | None]:
+    ) -> _Prepared:
         if not isinstance(query, str):
             raise InvalidInputError(f"query must be a str, got {type(query).__name__}")
         docs = _as_documents(documents)
@@ -186,16 +214,23 @@ class Reranker:
                 f"score_threshold must be a finite number or None, got {threshold!r}"
             )
         texts = [doc if isinstance(doc, str) else doc.text for doc in docs]
-        return docs, texts, top_k, None if threshold is None else float(threshold)
+        return _Prepared(query, docs, texts, top_k, None if threshold is None else float(threshold))
 
-    def _score_with_fallback(self, query: str, texts: list[str]) -> tuple[Scores, Reranker]:
-        if not texts:
-            return Scores(values=[]), self
+    def _score_many_with_fallback(self, requests: list[_Prepared]) -> tuple[list[Scores], Reranker]:
+        nonempty = [(r.query, r.texts) for r in requests if r.texts]
+        producer = self
         try:
-            return self._backend.score(query, texts), self
+            scored = self._backend.score_many(nonempty) if nonempty else []
         except ServiceUnavailableError as exc:
-            fallback = self._use_fallback(exc)
-            return fallback._backend.score(query, texts), fallback
+            producer = self._use_fallback(exc)
+            scored = producer._backend.score_many(nonempty)
+        if len(scored) != len(nonempty):
+            raise BackendError(
+                f"backend {producer.backend_name!r} returned {len(scored)} score lists "
+                f"for {len(nonempty)} requests"
+            )
+        answers = iter(scored)
+        return [next(answers) if r.texts else Scores(values=[]) for r in requests], producer
 
     async def _ascore_with_fallback(self, query: str, texts: list[str]) -> tuple[Scores, Reranker]:
         if not texts:
@@ -240,21 +275,15 @@ class Reranker:
             )
         return scores
 
-    def _rank(
-        self,
-        docs: list[DocumentInput],
-        scores: Scores,
-        top_k: int | None,
-        threshold: float | None,
-    ) -> RankResult:
-        values = self._checked(scores, len(docs)).values
-        order = sorted(range(len(docs)), key=lambda i: (-values[i], i))
-        if threshold is not None:
-            order = [i for i in order if values[i] >= threshold]
-        if top_k is not None:
-            order = order[:top_k]
+    def _rank(self, request: _Prepared, scores: Scores) -> RankResult:
+        values = self._checked(scores, len(request.docs)).values
+        order = sorted(range(len(values)), key=lambda i: (-values[i], i))
+        if request.threshold is not None:
+            order = [i for i in order if values[i] >= request.threshold]
+        if request.top_k is not None:
+            order = order[: request.top_k]
         return RankResult(
-            items=tuple(ScoredDocument(i, float(values[i]), docs[i]) for i in order),
+            items=tuple(ScoredDocument(i, float(values[i]), request.docs[i]) for i in order),
             backend=self.backend_name,
             model=self._config.model,
             truncated=scores.truncated,
@@ -262,9 +291,33 @@ class Reranker:
         )
 
 
+class _Prepared(NamedTuple):
+    """One validated request: the query, its documents and texts, and the cuts to apply."""
+
+    query: str
+    docs: list[DocumentInput]
+    texts: list[str]
+    top_k: int | None
+    threshold: float | None
+
+
 def _load_backend(config: RerankerConfig) -> Backend:
     name = infer_backend(config.model) if config.backend is None else config.backend
     return load_backend_class(canonical_name(name))(config)
+
+
+def _as_requests(requests: object) -> list[tuple[str, Sequence[DocumentInput]]]:
+    if isinstance(requests, str | bytes) or not isinstance(requests, Iterable):
+        raise InvalidInputError(
+            f"requests must be a list of (query, documents) pairs, got {type(requests).__name__}"
+        )
+    pairs = list(requests)
+    for position, request in enumerate(pairs):
+        if not isinstance(request, tuple | list) or len(request) != 2:
+            raise InvalidInputError(
+                f"request {position} must be a (query, documents) pair, got {request!r:.80}"
+            )
+    return [(query, documents) for query, documents in pairs]
 
 
 def _as_documents(documents: object) -> list[DocumentInput]:

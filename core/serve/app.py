@@ -13,7 +13,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from rerankit.errors import MissingDependencyError
+from rerankit.errors import (
+    InvalidInputError,
+    MissingDependencyError,
+    RemoteError,
+    RerankitError,
+    ServiceUnavailableError,
+)
 from rerankit.reranker import Reranker
 from rerankit.serve.batcher import MicroBatcher, QueueFullError
 
@@ -111,7 +117,7 @@ def create_app(rerankers: Mapping[str, Reranker], settings: ServeSettings | None
     metrics = _Metrics()
     batchers = {
         name: MicroBatcher(
-            reranker.backend,
+            reranker,
             enabled=settings.batching,
             max_batch_pairs=settings.max_batch_pairs,
             max_wait_ms=settings.max_wait_ms,
@@ -191,12 +197,8 @@ def create_app(rerankers: Mapping[str, Reranker], settings: ServeSettings | None
             )
         started = time.perf_counter()
         try:
-            scores = (
-                await asyncio.wait_for(
-                    batchers[name].submit(body.query, texts), timeout=settings.request_timeout_s
-                )
-                if texts
-                else None
+            ranked = await asyncio.wait_for(
+                batchers[name].submit(body.query, texts), timeout=settings.request_timeout_s
             )
         except QueueFullError as exc:
             metrics.requests.labels(name, "429").inc()
@@ -204,18 +206,28 @@ def create_app(rerankers: Mapping[str, Reranker], settings: ServeSettings | None
         except asyncio.TimeoutError:
             metrics.requests.labels(name, "504").inc()
             return _error(504, f"not scored within {settings.request_timeout_s} s")
-        values = scores.values if scores is not None else []
-        order = sorted(range(len(values)), key=lambda i: (-values[i], i))[: body.top_n]
+        except Exception as exc:  # the reranker's error, as an HTTP status with its message
+            status = _status_for(exc)
+            metrics.requests.labels(name, str(status)).inc()
+            logger.error(
+                "rerank failed for model %s: %s: %s",
+                name,
+                type(exc).__name__,
+                exc,
+                exc_info=not isinstance(exc, RerankitError),  # a traceback for the unexpected
+            )
+            headers = {"Retry-After": str(settings.retry_after_s)} if status == 503 else None
+            return _error(status, f"{type(exc).__name__}: {exc}", headers)
         results: list[dict[str, Any]] = []
-        for i in order:
-            item: dict[str, Any] = {"index": i, "relevance_score": values[i]}
+        for item in ranked[: body.top_n]:
+            result: dict[str, Any] = {"index": item.index, "relevance_score": item.score}
             if body.return_documents:
-                item["document"] = {"text": texts[i]}
-            results.append(item)
+                result["document"] = {"text": texts[item.index]}
+            results.append(result)
         metrics.requests.labels(name, "200").inc()
         metrics.pairs.labels(name).inc(len(texts))
         metrics.latency.labels(name).observe(time.perf_counter() - started)
-        tokens = int(scores.usage.get("total_tokens", 0)) if scores is not None else 0
+        tokens = int(ranked.usage.get("total_tokens", 0))
         return JSONResponse({"model": name, "usage": {"total_tokens": tokens}, "results": results})
 
     return app
@@ -227,6 +239,16 @@ def _recorder(metrics: _Metrics, name: str) -> Any:
         metrics.batch_pairs.labels(name).observe(pairs)
 
     return record
+
+
+def _status_for(exc: Exception) -> int:
+    if isinstance(exc, InvalidInputError):
+        return 422
+    if isinstance(exc, ServiceUnavailableError):  # upstream down or rate-limited: retry later
+        return 503
+    if isinstance(exc, RemoteError):  # upstream refused the request
+        return 502
+    return 500
 
 
 def _check_token(request: Request, token: str | None) -> JSONResponse | None:

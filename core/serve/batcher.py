@@ -3,8 +3,10 @@
 When the worker is free it takes everything already queued (up to ``max_batch_pairs`` pairs)
 at once: under load, requests that arrived while a batch was being scored form the next batch,
 and an idle server adds no delay. ``max_wait_ms`` > 0 additionally waits that long for company.
-The queue is bounded in pairs: beyond ``max_queue_pairs`` a request is
-refused at once (:class:`QueueFullError`, HTTP 429) instead of waiting without bound.
+A merged batch is one :meth:`Reranker.rank_many` call; if it fails, its requests are retried one
+by one, so a request that cannot be scored fails alone. The queue is bounded in pairs: beyond
+``max_queue_pairs`` a request is refused at once (:class:`QueueFullError`, HTTP 429) instead of
+waiting without bound.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from rerankit.backends.base import Backend
 from rerankit.errors import RerankitError
-from rerankit.types import Scores
+from rerankit.reranker import Reranker
+from rerankit.types import RankResult
 
 
 class QueueFullError(RerankitError):
@@ -27,16 +29,16 @@ class QueueFullError(RerankitError):
 class _Pending:
     query: str
     texts: Sequence[str]
-    future: asyncio.Future[Scores]
+    future: asyncio.Future[RankResult]
     enqueued: float = field(default_factory=time.perf_counter)
 
 
 class MicroBatcher:
-    """Queue of rerank requests for one backend, scored in merged batches by one worker."""
+    """Queue of rerank requests for one reranker, scored in merged batches by one worker."""
 
     def __init__(
         self,
-        backend: Backend,
+        reranker: Reranker,
         *,
         enabled: bool = True,
         max_batch_pairs: int = 256,
@@ -44,7 +46,7 @@ class MicroBatcher:
         max_queue_pairs: int = 8192,
         on_batch: Callable[[int, int], None] | None = None,
     ) -> None:
-        self.backend = backend
+        self.reranker = reranker
         self.enabled = enabled
         self.max_batch_pairs = max_batch_pairs
         self.max_wait = max_wait_ms / 1000
@@ -67,15 +69,15 @@ class MicroBatcher:
         await asyncio.gather(self._worker, return_exceptions=True)
         self._worker = None
 
-    async def submit(self, query: str, texts: Sequence[str]) -> Scores:
-        """Scores for one request, or :class:`QueueFullError` when the queue is full."""
+    async def submit(self, query: str, texts: Sequence[str]) -> RankResult:
+        """``texts`` ranked for ``query``, or :class:`QueueFullError` when the queue is full."""
         if self.queued_pairs + len(texts) > self.max_queue_pairs:
             raise QueueFullError(
                 f"queue holds {self.queued_pairs} pairs; this request adds {len(texts)} "
                 f"(limit {self.max_queue_pairs})"
             )
         self.queued_pairs += len(texts)
-        future: asyncio.Future[Scores] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[RankResult] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(query, texts, future))
         try:
             return await future
@@ -91,21 +93,29 @@ class MicroBatcher:
             live = [p for p in batch if not p.future.done()]  # skip callers that gave up
             try:
                 if live:
-                    requests = [(p.query, p.texts) for p in live]
-                    results = await asyncio.to_thread(self.backend.score_many, requests)
-                    for pending, scores in zip(live, results, strict=True):
-                        if not pending.future.done():
-                            pending.future.set_result(scores)
+                    await self._score(live)
                     if self._on_batch is not None:
                         self._on_batch(len(live), sum(len(p.texts) for p in live))
-            except Exception as exc:  # the callers receive the backend's error
-                for pending in live:
-                    if not pending.future.done():
-                        pending.future.set_exception(exc)
             finally:
                 for pending in batch:
                     self.queued_pairs -= len(pending.texts)
                     self._queue.task_done()
+
+    async def _score(self, live: list[_Pending]) -> None:
+        requests = [(p.query, p.texts) for p in live]
+        try:
+            results = await asyncio.to_thread(self.reranker.rank_many, requests)
+        except Exception as exc:  # retry alone, or hand the caller the reranker's error
+            if len(live) > 1:
+                for pending in live:
+                    if not pending.future.done():
+                        await self._score([pending])
+            elif not live[0].future.done():
+                live[0].future.set_exception(exc)
+            return
+        for pending, result in zip(live, results, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(result)
 
     async def _fill(self, batch: list[_Pending]) -> None:
         pairs = len(batch[0].texts)

@@ -170,3 +170,39 @@ async def test_arank_matches_rank_and_does_not_block_the_loop(
     assert await reranker.ascore(queries[0], scifact_texts[:3]) == pytest.approx(
         reranker.score(queries[0], scifact_texts[:3]), abs=1e-6
     )
+
+
+def test_rank_many_equals_rank_per_query(reranker: Reranker, scifact_texts: list[str]) -> None:
+    docs: list[str | Document] = [Document(text=t, id=str(i)) for i, t in enumerate(scifact_texts)]
+    requests = [
+        ("cells divide", docs[:7]),
+        ("an empty request", []),
+        ("protein folding", scifact_texts[3:12]),
+        ("cells divide", docs[:7]),
+    ]
+    many = reranker.rank_many(requests, top_k=4)
+    assert len(many) == len(requests)
+    for (query, request_docs), got in zip(requests, many, strict=True):
+        want = reranker.rank(query, request_docs, top_k=4)
+        assert got.indices == want.indices
+        assert got.scores == pytest.approx(want.scores, abs=1e-5)
+        assert [item.document for item in got] == [item.document for item in want]
+    scores = reranker.score_many(requests)
+    assert [len(s) for s in scores] == [7, 0, 9, 7]
+    assert scores[2] == pytest.approx(reranker.score(*requests[2]), abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("requests", "message"),
+    [
+        ("q", "list of \\(query, documents\\) pairs"),
+        ([("q",)], "request 0 must be a \\(query, documents\\) pair"),
+        ([("q", ["a"]), (3, ["a"])], "query must be a str"),
+        ([("q", "a single doc")], "wrap it in a list"),
+    ],
+)
+def test_rank_many_rejects_malformed_requests(
+    reranker: Reranker, requests: object, message: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        reranker.rank_many(requests)  # type: ignore[arg-type]

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
-from rerankit import AuthenticationError, Reranker, Secret
+from rerankit import (
+    AuthenticationError,
+    BackendError,
+    BadRequestError,
+    Reranker,
+    Secret,
+    ServiceUnavailableError,
+)
 from rerankit.backends.base import Backend
 from rerankit.serve.app import ServeSettings
 from rerankit.serve.batcher import MicroBatcher
+from rerankit.types import Scores
 from tests.serve.conftest import serving
 
 DOCS = [
@@ -148,22 +157,60 @@ def test_bearer_token(local: Reranker, monkeypatch: pytest.MonkeyPatch) -> None:
         assert sorted(ok.rank("q", ["a", "b"]).indices) == [0, 1]
 
 
+class _Picky(Backend):
+    """Scores like ``inner``, but fails on chosen queries (to poison a merged batch)."""
+
+    name = "picky"
+
+    def __init__(self, inner: Backend, failures: dict[str, Exception]) -> None:
+        super().__init__(inner.config)
+        self.inner = inner
+        self.failures = failures
+
+    def score(self, query: str, texts: Sequence[str]) -> Scores:
+        if query in self.failures:
+            raise self.failures[query]
+        return self.inner.score(query, texts)
+
+
 async def test_batcher_drains_on_stop(local: Reranker) -> None:
-    class Slow(Backend):
-        name = "slow"
-
-        def __init__(self, inner: Backend) -> None:
-            super().__init__(inner.config)
-            self.inner = inner
-
-        def score(self, query, texts):  # type: ignore[no-untyped-def]
-            return self.inner.score(query, texts)
-
-    batcher = MicroBatcher(Slow(local.backend), max_wait_ms=20)
+    batcher = MicroBatcher(Reranker.from_backend(_Picky(local.backend, {})), max_wait_ms=20)
     await batcher.start()
     tasks = [asyncio.create_task(batcher.submit(f"q{i}", DOCS)) for i in range(5)]
     await asyncio.sleep(0)
     await batcher.stop()
     results = await asyncio.gather(*tasks)
-    assert [len(r.values) for r in results] == [len(DOCS)] * 5
-    assert json.dumps(results[0].values)
+    assert [sorted(r.indices) for r in results] == [list(range(len(DOCS)))] * 5
+    assert json.dumps(results[0].scores)
+
+
+async def test_a_failing_request_fails_alone_with_a_clear_status(local: Reranker) -> None:
+    failures: dict[str, Exception] = {
+        "poison": BackendError("the model produced NaN"),
+        "upstream down": ServiceUnavailableError("upstream rerank service unreachable"),
+        "upstream refused": BadRequestError("upstream said 400"),
+        "bug": RuntimeError("CUDA out of memory"),
+    }
+    served = Reranker.from_backend(_Picky(local.backend, failures))
+    with serving({"tiny": served}, ServeSettings(max_wait_ms=100)) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            queries = [*failures, "good one", "good two", "good three"]
+            responses = await asyncio.gather(
+                *(client.post("/v1/rerank", json={"query": q, "documents": DOCS}) for q in queries)
+            )
+            metrics = (await client.get("/metrics")).text
+    assert _metric(metrics, 'rerankit_batch_requests_count{model="tiny"}') < 7, "never merged"
+    by_query = dict(zip(queries, responses, strict=True))
+    assert by_query["poison"].status_code == 500
+    assert by_query["poison"].json()["detail"] == "BackendError: the model produced NaN"
+    assert by_query["upstream down"].status_code == 503
+    assert by_query["upstream down"].headers["Retry-After"] == "1"
+    assert by_query["upstream refused"].status_code == 502
+    assert by_query["bug"].status_code == 500
+    assert "CUDA out of memory" in by_query["bug"].json()["detail"]
+    for query in ("good one", "good two", "good three"):
+        results = by_query[query].json()["results"]
+        want = local.rank(query, DOCS)
+        assert [r["index"] for r in results] == want.indices
+    assert _metric(metrics, 'rerankit_requests_total{model="tiny",status="200"}') == 3
+    assert _metric(metrics, 'rerankit_requests_total{model="tiny",status="500"}') == 2
