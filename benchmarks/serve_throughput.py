@@ -4,15 +4,19 @@ Same requests (a real scifact claim with 10 real passages, shortened) for two mo
 all-MiniLM-L6-v2's real encoder with a seeded head (compute-bound on a CPU) and a tiny 2-layer
 BERT (where per-request overhead dominates, as for a large model on a GPU). The server runs in its
 own process; every response is checked: each document exactly once, no request lost.
-Run from the repository root:
+Before the servers start, the same 16 requests are also scored in this process, one ``rank`` call
+each and then in one ``rank_many`` call: the ceiling of what merging can gain on this hardware,
+with no HTTP in the way. Run from the repository root:
 
-    python benchmarks/serve_throughput.py [--requests 64]
+    python benchmarks/serve_throughput.py [--requests 64] [--passage-chars 0]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import socket
 import statistics
 import subprocess
@@ -98,17 +102,49 @@ async def load(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=64, help="requests per measurement")
+    parser.add_argument(
+        "--passage-chars", type=int, default=300, help="cut passages to this length (0: whole)"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp())
     models = {
         "MiniLM-L6": model_factory.minilm_with_head(work / "minilm-ce"),
         "tiny BERT": model_factory.tiny_bert(work / "tiny", num_labels=1),
     }
-    requests = [(q, [d[:300] for d in docs]) for q, docs in candidate_sets(16, DOCS_PER_REQUEST)]
-    print(f"{args.requests} requests of {DOCS_PER_REQUEST} passages per measurement")
+    cut = args.passage_chars or None
+    requests = [(q, [d[:cut] for d in docs]) for q, docs in candidate_sets(16, DOCS_PER_REQUEST)]
+    print(
+        f"{args.requests} requests of {DOCS_PER_REQUEST} passages "
+        f"({f'cut to {cut}' if cut else 'whole'} characters) per measurement, {os.cpu_count()} CPUs"
+    )
     for name, model in models.items():
         print(f"\n### {name}\n")
+        ceiling(model, requests)
         measure(model, requests, args.requests)
+
+
+def ceiling(model: Path, requests: list[tuple[str, list[str]]]) -> None:
+    """Merged against one-by-one scoring of the same requests in this process (best of 3)."""
+    from rerankit import Reranker
+
+    logging.getLogger("rerankit").setLevel(logging.ERROR)  # whole passages: truncation notes
+    reranker = Reranker(str(model), device="cpu")
+    reranker.rank_many(requests[:2])  # warm-up
+    one_by_one, merged = [], []
+    for _ in range(3):
+        started = time.perf_counter()
+        for query, docs in requests:
+            reranker.rank(query, docs)
+        one_by_one.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        reranker.rank_many(requests)
+        merged.append(time.perf_counter() - started)
+    reranker.close()
+    print(
+        f"in process, no HTTP: {len(requests)} rank calls {min(one_by_one) * 1000:.0f} ms, "
+        f"one rank_many call {min(merged) * 1000:.0f} ms: merging gains at most "
+        f"{min(one_by_one) / min(merged):.2f}x here\n"
+    )
 
 
 def measure(model: Path, requests: list[tuple[str, list[str]]], total: int) -> None:
