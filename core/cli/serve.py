@@ -91,7 +91,7 @@ def model_configs(args: argparse.Namespace) -> dict[str, RerankerConfig]:
     configs: dict[str, RerankerConfig] = {}
     if args.config is not None:
         text = args.config.read_text(encoding="utf-8")
-        yaml: Any = require("yaml", extra="eval", purpose="reading --config files")
+        yaml: Any = require("yaml", extra="serve", purpose="reading --config files")
         loaded = yaml.safe_load(text)
         models = loaded.get("models") if isinstance(loaded, dict) and "models" in loaded else None
         if isinstance(models, dict):

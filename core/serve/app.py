@@ -70,7 +70,7 @@ class RerankRequest(BaseModel):
     query: str
     documents: list[str | TextDocument]
     top_n: int | None = Field(default=None, gt=0)
-    return_documents: bool = False
+    return_documents: bool | None = None  # unset: Jina's default (true) on /v1, false on /v2
 
 
 class _Metrics:
@@ -185,8 +185,13 @@ def create_app(rerankers: Mapping[str, Reranker], settings: ServeSettings | None
 
     @app.post("/v1/rerank")
     @app.post("/v2/rerank")
-    async def rerank(body: RerankRequest) -> JSONResponse:
+    async def rerank(request: Request, body: RerankRequest) -> JSONResponse:
         name = body.model or default_model
+        return_documents = (
+            body.return_documents
+            if body.return_documents is not None
+            else request.url.path.startswith("/v1/")
+        )
         if name not in rerankers:
             return _error(404, f"unknown model {name!r}; available: {sorted(rerankers)}")
         texts = [d if isinstance(d, str) else d.text for d in body.documents]
@@ -221,7 +226,7 @@ def create_app(rerankers: Mapping[str, Reranker], settings: ServeSettings | None
         results: list[dict[str, Any]] = []
         for item in ranked[: body.top_n]:
             result: dict[str, Any] = {"index": item.index, "relevance_score": item.score}
-            if body.return_documents:
+            if return_documents:
                 result["document"] = {"text": texts[item.index]}
             results.append(result)
         metrics.requests.labels(name, "200").inc()

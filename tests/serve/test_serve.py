@@ -140,6 +140,50 @@ def test_cohere_v2_shape_and_documents(local: Reranker) -> None:
     assert results[0]["relevance_score"] >= results[1]["relevance_score"]
 
 
+@pytest.mark.parametrize(
+    ("path", "return_documents", "returned"),
+    [
+        ("/v1/rerank", None, True),  # Jina's default
+        ("/v1/rerank", False, False),
+        ("/v2/rerank", None, False),  # Cohere v2 returns no documents
+        ("/v2/rerank", True, True),
+    ],
+)
+def test_return_documents_defaults_follow_each_api(
+    local: Reranker, path: str, return_documents: bool | None, returned: bool
+) -> None:
+    body: dict[str, object] = {"query": "DNA repair", "documents": DOCS}
+    if return_documents is not None:
+        body["return_documents"] = return_documents
+    with serving({"tiny": local}, ServeSettings()) as url:
+        results = httpx.post(f"{url}{path}", json=body).json()["results"]
+    assert len(results) == len(DOCS)
+    if returned:
+        assert all(r["document"]["text"] == DOCS[r["index"]] for r in results)
+    else:
+        assert all("document" not in r for r in results)
+
+
+def test_the_cohere_sdk_talks_to_rerankit_serve(
+    local: Reranker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cohere = pytest.importorskip("cohere")
+    monkeypatch.setenv("RERANKIT_SERVE_TOKEN", "s3cret-token")
+    query = "which proteins repair DNA?"
+    want = local.rank(query, DOCS, top_k=3)
+    with serving({"tiny": local}, ServeSettings(api_key_env="RERANKIT_SERVE_TOKEN")) as url:
+        for client_class in (cohere.ClientV2, cohere.Client):  # /v2/rerank, then /v1/rerank
+            client = client_class(api_key="s3cret-token", base_url=url)
+            response = client.rerank(model="tiny", query=query, documents=DOCS, top_n=3)
+            assert [r.index for r in response.results] == want.indices
+            scores = [r.relevance_score for r in response.results]
+            assert scores == pytest.approx(want.scores, abs=1e-4)
+        refused = cohere.ClientV2(api_key="wrong", base_url=url)
+        with pytest.raises(cohere.core.ApiError) as info:
+            refused.rerank(model="tiny", query=query, documents=DOCS)
+        assert info.value.status_code == 401
+
+
 def test_bearer_token(local: Reranker, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RERANKIT_SERVE_TOKEN", "s3cret-token")
     with serving({"tiny": local}, ServeSettings(api_key_env="RERANKIT_SERVE_TOKEN")) as url:
