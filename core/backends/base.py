@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from rerankit.config import RerankerConfig
+from rerankit.config import RerankerConfig, is_finite_number
 from rerankit.errors import ConfigurationError
 from rerankit.types import Scores
 
@@ -52,9 +52,31 @@ class Backend(ABC):
         self.close()
 
 
+def int_option(options: Mapping[str, Any], name: str, default: int, *, minimum: int = 1) -> int:
+    """The integer option ``name`` (``default`` when unset), or a :class:`ConfigurationError`."""
+    value = options.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(f"option {name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def number_option(
+    options: Mapping[str, Any], name: str, default: float, *, minimum: float = 0.0
+) -> float:
+    """The finite number option ``name`` (``default`` when unset), or a ConfigurationError."""
+    value = options.get(name)
+    if value is None:
+        return default
+    if not is_finite_number(value) or value < minimum:
+        raise ConfigurationError(f"option {name} must be a number >= {minimum}, got {value!r}")
+    return float(value)
+
+
 def query_token_cap(options: Mapping[str, Any], max_length: int, special_tokens: int) -> int:
     """``max_query_length`` for pair encoders: given, or half of ``max_length``; checked to fit."""
-    cap = int(options.get("max_query_length", max_length // 2))
+    cap = int_option(options, "max_query_length", max_length // 2)
     longest = max_length - special_tokens - 1
     if not 0 < cap <= longest:
         raise ConfigurationError(

@@ -22,7 +22,7 @@ from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoModel, AutoTokenizer
 
 from rerankit.backends._device import resolve_device, resolve_dtype
-from rerankit.backends.base import Backend
+from rerankit.backends.base import Backend, int_option
 from rerankit.backends.colbert_layout import ColBERTLayout, read_layout
 from rerankit.batching import length_sorted_batches
 from rerankit.config import RerankerConfig
@@ -87,8 +87,8 @@ class ColBERTBackend(Backend):
         default_tokens = DEFAULT_MAX_BATCH_TOKENS.get(
             self.device.type, DEFAULT_MAX_BATCH_TOKENS_ACCELERATOR
         )
-        self.max_batch_tokens = int(options.get("max_batch_tokens", default_tokens))
-        self.cache_size = int(options.get("cache_size", 0))
+        self.max_batch_tokens = int_option(options, "max_batch_tokens", default_tokens)
+        self.cache_size = int_option(options, "cache_size", 0, minimum=0)
         self._cache: OrderedDict[str, tuple[torch.Tensor, bool]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -96,9 +96,9 @@ class ColBERTBackend(Backend):
         def option(name: str, default: Any) -> Any:
             return options[name] if options.get(name) is not None else default
 
-        self.query_length = int(option("query_length", layout.query_length))
+        self.query_length = int_option(options, "query_length", layout.query_length)
         self.document_length = min(
-            int(option("document_length", layout.document_length)), self.config.max_length
+            int_option(options, "document_length", layout.document_length), self.config.max_length
         )
         self.query_marker = self._marker(option("query_prefix", layout.query_prefix))
         self.document_marker = self._marker(option("document_prefix", layout.document_prefix))

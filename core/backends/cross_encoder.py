@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rerankit.backends._device import resolve_device, resolve_dtype
-from rerankit.backends.base import Backend, query_token_cap
+from rerankit.backends.base import Backend, int_option, query_token_cap
 from rerankit.backends.pairs import FlatPairs, Request, flatten, split
 from rerankit.batching import length_sorted_batches
 from rerankit.config import RerankerConfig
@@ -74,7 +74,7 @@ class CrossEncoderBackend(Backend):
         default_tokens = DEFAULT_MAX_BATCH_TOKENS.get(
             self.device.type, DEFAULT_MAX_BATCH_TOKENS_ACCELERATOR
         )
-        self.max_batch_tokens = int(options.get("max_batch_tokens", default_tokens))
+        self.max_batch_tokens = int_option(options, "max_batch_tokens", default_tokens)
         # Fast tokenizers are not safe to share between threads ("Already borrowed"),
         # and concurrent forward passes only oversubscribe the same cores.
         self._lock = threading.Lock()

@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import AddedToken, Tokenizer
 
-from rerankit.backends.base import Backend, query_token_cap
+from rerankit.backends.base import Backend, int_option, query_token_cap
 from rerankit.backends.pairs import Request, flatten, split
 from rerankit.batching import length_sorted_batches
 from rerankit.config import RerankerConfig
@@ -75,7 +75,7 @@ class FlashRankBackend(Backend):
         self.special_tokens = len(self.tokenizer.encode("", "").ids)
         self.max_query_length = query_token_cap(options, self.max_length, self.special_tokens)
         self.tokenizer.enable_truncation(self.max_length, strategy="only_second")
-        self.max_batch_tokens = int(options.get("max_batch_tokens", DEFAULT_MAX_BATCH_TOKENS))
+        self.max_batch_tokens = int_option(options, "max_batch_tokens", DEFAULT_MAX_BATCH_TOKENS)
         self._lock = threading.Lock()  # one tokenizer, whose truncation state is shared
 
     def score(self, query: str, texts: Sequence[str]) -> Scores:
@@ -223,5 +223,5 @@ def _session_options(options: Any) -> ort.SessionOptions:
     session = ort.SessionOptions()
     for name in ("intra_op_num_threads", "inter_op_num_threads"):
         if options.get(name) is not None:
-            setattr(session, name, int(options[name]))
+            setattr(session, name, int_option(options, name, 0, minimum=0))
     return session

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import math
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -28,10 +28,10 @@ from tenacity import (
     wait_random,
 )
 
-from rerankit.backends.base import Backend
+from rerankit.backends.base import Backend, int_option, number_option
 from rerankit.backends.circuit import CircuitBreaker
 from rerankit.backends.dialects import Dialect, get_dialect
-from rerankit.config import RerankerConfig, is_positive_int
+from rerankit.config import RerankerConfig
 from rerankit.errors import (
     AuthenticationError,
     BadRequestError,
@@ -102,27 +102,31 @@ class JinaBackend(Backend):
             )
         self.base_url = str(base_url).rstrip("/")
         self._key = self._api_key(config.api_key, base_url == self.dialect.default_base_url)
-        self.max_documents = _positive_int(settings, "max_documents_per_request")
-        self.max_request_tokens = _positive_int(settings, "max_request_tokens")
-        self.max_document_tokens = _positive_int(settings, "max_document_tokens")
-        self.max_concurrency = _positive_int(settings, "max_concurrency")
-        self.max_retries = int(settings["max_retries"])
-        self.max_retry_after = float(settings["max_retry_after"])
-        initial = float(settings["backoff_initial"])
+        options = config.options
+        self.max_documents = _int(options, "max_documents_per_request")
+        self.max_request_tokens = _int(options, "max_request_tokens")
+        self.max_document_tokens = _int(options, "max_document_tokens")
+        self.max_concurrency = _int(options, "max_concurrency")
+        self.max_retries = _int(options, "max_retries", minimum=0)
+        self.max_retry_after = _number(options, "max_retry_after")
+        initial = _number(options, "backoff_initial")
         self._backoff = wait_exponential(
-            multiplier=initial, max=float(settings["backoff_max"])
+            multiplier=initial, max=_number(options, "backoff_max")
         ) + wait_random(0, initial)
-        price = settings["price_per_million_tokens"]
-        self.price_per_million_tokens = None if price is None else float(price)
+        price = options.get("price_per_million_tokens")
+        self.price_per_million_tokens = (
+            None if price is None else number_option(options, "price_per_million_tokens", 0.0)
+        )
         self.circuit = CircuitBreaker(
-            failure_threshold=_positive_int(settings, "failure_threshold"),
-            reset_after=float(settings["reset_after"]),
+            failure_threshold=_int(options, "failure_threshold"),
+            reset_after=_number(options, "reset_after"),
         )
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._key is not None:
             headers["Authorization"] = f"Bearer {self._key}"
         timeout = httpx.Timeout(
-            float(settings["timeout"]), connect=float(settings["connect_timeout"])
+            _number(options, "timeout", minimum=0.001),
+            connect=_number(options, "connect_timeout", minimum=0.001),
         )
         self._client_args: dict[str, Any] = {
             "base_url": self.base_url,
@@ -409,11 +413,12 @@ class JinaBackend(Backend):
             return self._async_client
 
 
-def _positive_int(settings: dict[str, Any], name: str) -> int:
-    value = settings[name]
-    if not is_positive_int(value):
-        raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+def _int(options: Mapping[str, Any], name: str, *, minimum: int = 1) -> int:
+    return int_option(options, name, int(DEFAULTS[name]), minimum=minimum)
+
+
+def _number(options: Mapping[str, Any], name: str, *, minimum: float = 0.0) -> float:
+    return number_option(options, name, float(DEFAULTS[name]), minimum=minimum)
 
 
 def _detail(response: httpx.Response) -> str:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Sequence
 
 from rerankit.cli import bench, demo, eval, export, info, serve
+from rerankit.errors import RerankitError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,8 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``rerankit`` script."""
+    """Entry point of the ``rerankit`` script; rerankit's own errors print as one line (exit 2)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    result: int = args.run(args)
+    try:
+        result: int = args.run(args)
+    except RerankitError as exc:
+        if args.verbose:
+            raise
+        print(f"rerankit {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     return result

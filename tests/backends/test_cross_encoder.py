@@ -112,6 +112,19 @@ def test_unknown_option_and_bad_query_cap(tiny_bert_dir: Path) -> None:
         Reranker(str(tiny_bert_dir), max_length=32, max_query_length=40)
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("max_batch_tokens", "abc"), ("max_batch_tokens", 0), ("max_query_length", 2.5)],
+)
+def test_malformed_numeric_options_say_what_is_expected(
+    tiny_bert_dir: Path, option: str, value: object
+) -> None:
+    with pytest.raises(
+        ConfigurationError, match=f"option {option} must be an integer >= 1, got {value!r}"
+    ):
+        Reranker(str(tiny_bert_dir), **{option: value})
+
+
 def test_missing_model_is_a_backend_error(tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="could not load cross-encoder"):
         Reranker(str(tmp_path / "nope"), backend="cross-encoder")

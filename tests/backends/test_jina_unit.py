@@ -346,3 +346,9 @@ def test_unknown_options_and_dialects_are_configuration_errors() -> None:
         _reranker(_scores_response, dialect="vllm")
     with pytest.raises(ConfigurationError, match="base_url"):
         _reranker(_scores_response, dialect="tei", api_key=None)
+    with pytest.raises(ConfigurationError, match=r"option timeout must be a number >= 0\.001"):
+        _reranker(_scores_response, timeout="30s")
+    with pytest.raises(ConfigurationError, match="option max_retries must be an integer >= 0"):
+        _reranker(_scores_response, max_retries=-1)
+    with pytest.raises(ConfigurationError, match="option max_concurrency must be an integer"):
+        _reranker(_scores_response, max_concurrency=True)
