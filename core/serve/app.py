@@ -36,6 +36,8 @@ try:
         generate_latest,
     )
     from pydantic import BaseModel, ConfigDict, Field
+
+    from rerankit.serve.limits import BodySizeLimit
 except ImportError as exc:
     raise MissingDependencyError(exc.name or "fastapi", "serve", "rerankit serve") from exc
 
@@ -141,18 +143,14 @@ def create_app(rerankers: Mapping[str, Reranker], settings: ServeSettings | None
 
     app = FastAPI(title="rerankit", lifespan=lifespan)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Response:
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+
+    @app.middleware("http")  # added last, so it runs first: no body is read before the token
+    async def authenticate(request: Request, call_next: Any) -> Response:
         if request.url.path.startswith(("/v1/", "/v2/")) and request.url.path != "/v1/models":
             denied = _check_token(request, token)
             if denied is not None:
                 return denied
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
-            return _error(413, f"request body over {settings.max_body_bytes} bytes")
-        body = await request.body()
-        if len(body) > settings.max_body_bytes:
-            return _error(413, f"request body over {settings.max_body_bytes} bytes")
         response: Response = await call_next(request)
         return response
 

@@ -110,7 +110,9 @@ async def test_overload_gets_429_then_recovers(local: Reranker) -> None:
         ),
         ({"json": {"query": "q", "documents": ["a"] * 6}}, 413, "at most 5"),
         ({"json": {"query": "q", "documents": ["x" * 3000]}}, 413, "over 2000 bytes"),
+        ({"content": iter([b'{"query": "q", "documents": ["', b"x" * 3000])}, 413, "over 2000"),
     ],
+    ids=["bad-json", "no-query", "top-n-0", "not-text", "model", "documents", "body", "chunked"],
 )
 def test_bad_requests(
     local: Reranker, request_kwargs: dict[str, object], status: int, detail: str
