@@ -47,10 +47,24 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the models, then serve until interrupted (in-flight requests are drained)."""
     from rerankit.reranker import Reranker
-    from rerankit.serve.app import ServeSettings, create_app
+    from rerankit.serve.app import create_app
 
     configs = model_configs(args)
-    settings = ServeSettings(
+    if args.ray:
+        deploy_on_ray(args, configs, blocking=True)
+        return 0
+    uvicorn = require("uvicorn", extra="serve", purpose="rerankit serve")
+    rerankers = {name: Reranker.from_config(config) for name, config in configs.items()}
+    app = create_app(rerankers, serve_settings(args))
+    uvicorn.run(app, host=args.host, port=args.port, timeout_graceful_shutdown=30)
+    return 0
+
+
+def serve_settings(args: argparse.Namespace) -> Any:
+    """The server's :class:`~rerankit.serve.app.ServeSettings` from the command line."""
+    from rerankit.serve.app import ServeSettings
+
+    return ServeSettings(
         batching=not args.no_batching,
         max_batch_pairs=args.max_batch_pairs,
         max_wait_ms=args.max_wait_ms,
@@ -60,30 +74,27 @@ def run(args: argparse.Namespace) -> int:
         request_timeout_s=args.request_timeout,
         api_key_env=args.api_key_env,
     )
-    if args.ray:
-        return _run_on_ray(args, configs, settings)
-    uvicorn = require("uvicorn", extra="serve", purpose="rerankit serve")
-    rerankers = {name: Reranker.from_config(config) for name, config in configs.items()}
-    app = create_app(rerankers, settings)
-    uvicorn.run(app, host=args.host, port=args.port, timeout_graceful_shutdown=30)
-    return 0
 
 
-def _run_on_ray(args: argparse.Namespace, configs: dict[str, RerankerConfig], settings: Any) -> int:
+def deploy_on_ray(
+    args: argparse.Namespace, configs: dict[str, RerankerConfig], *, blocking: bool
+) -> None:
+    """Run the app on Ray Serve (joining ``--ray-address`` or the Ray already started here)."""
     ray = require("ray", extra="ray", purpose="rerankit serve --ray")
     from ray import serve
 
     from rerankit.ray import deployment
 
-    ray.init(address=args.ray_address)
+    if not ray.is_initialized():
+        ray.init(address=args.ray_address)
     serve.start(http_options={"host": args.host, "port": args.port})
     options: dict[str, Any] = {}
     if args.autoscaling is not None:
         options["autoscaling_config"] = args.autoscaling
     else:
         options["num_replicas"] = args.replicas
-    serve.run(deployment(configs, settings, **options), route_prefix="/", blocking=True)
-    return 0
+    app = deployment(configs, serve_settings(args), **options)
+    serve.run(app, route_prefix="/", blocking=blocking)
 
 
 def model_configs(args: argparse.Namespace) -> dict[str, RerankerConfig]:

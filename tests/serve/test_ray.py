@@ -6,6 +6,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 ray = pytest.importorskip("ray")
@@ -61,6 +62,33 @@ def test_ray_serve_speaks_the_same_api(local_ray: None, tiny_bert_dir: Path) -> 
         got, want = remote.rank("DNA repair", DOCS), local.rank("DNA repair", DOCS)
         assert got.indices == want.indices
         assert got.scores == pytest.approx(want.scores, abs=1e-4)
+    finally:
+        serve.shutdown()
+
+
+def test_serve_ray_command_runs_the_replicas_it_is_asked_for(
+    local_ray: None, tiny_bert_dir: Path
+) -> None:
+    from ray import serve
+
+    from rerankit.cli import build_parser
+    from rerankit.cli.serve import deploy_on_ray, model_configs
+
+    port = _free_port()
+    command = f"serve --ray --model {tiny_bert_dir} --replicas 2 --port {port} --max-documents 3"
+    args = build_parser().parse_args(command.split())
+    deploy_on_ray(args, model_configs(args), blocking=False)
+    try:
+        application = serve.status().applications["default"]
+        replicas = application.deployments["rerankit"].replica_states
+        assert replicas.get("RUNNING") == 2
+        url = f"http://127.0.0.1:{port}/v1/rerank"
+        body = {"model": str(tiny_bert_dir), "query": "DNA repair", "documents": DOCS[:3]}
+        results = httpx.post(url, json=body, timeout=60).json()["results"]
+        want = Reranker(str(tiny_bert_dir), device="cpu").rank("DNA repair", DOCS[:3])
+        assert [r["index"] for r in results] == want.indices
+        too_many = httpx.post(url, json={**body, "documents": DOCS}, timeout=60)
+        assert too_many.status_code == 413  # the command line's settings reach every replica
     finally:
         serve.shutdown()
 
