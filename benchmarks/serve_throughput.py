@@ -128,7 +128,7 @@ def ceiling(model: Path, requests: list[tuple[str, list[str]]]) -> None:
     from rerankit import Reranker
 
     logging.getLogger("rerankit").setLevel(logging.ERROR)  # whole passages: truncation notes
-    reranker = Reranker(str(model), device="cpu")
+    reranker = Reranker(str(model))  # the device the server picks too
     reranker.rank_many(requests[:2])  # warm-up
     one_by_one, merged = [], []
     for _ in range(3):

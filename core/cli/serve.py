@@ -17,8 +17,13 @@ def register(commands: Any) -> None:
     parser = commands.add_parser("serve", help="serve rerankers over HTTP (Jina / Cohere shape)")
     parser.add_argument("--model", help="model to serve (its name in requests is this string)")
     parser.add_argument("--backend", help="backend for --model (inferred when omitted)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
     parser.add_argument(
-        "--option", action="append", default=[], metavar="KEY=VALUE", help="backend option"
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a RerankerConfig field or backend option, e.g. batch_size=64 (value parsed as JSON)",
     )
     parser.add_argument("--config", type=Path, help="YAML/JSON: {models: {name: config}}")
     parser.add_argument("--host", default="127.0.0.1")
@@ -49,13 +54,14 @@ def run(args: argparse.Namespace) -> int:
     from rerankit.reranker import Reranker
     from rerankit.serve.app import create_app
 
+    settings = serve_settings(args)  # checked before any model loads
     configs = model_configs(args)
     if args.ray:
-        deploy_on_ray(args, configs, blocking=True)
+        deploy_on_ray(args, configs, settings, blocking=True)
         return 0
     uvicorn = require("uvicorn", extra="serve", purpose="rerankit serve")
     rerankers = {name: Reranker.from_config(config) for name, config in configs.items()}
-    app = create_app(rerankers, serve_settings(args))
+    app = create_app(rerankers, settings)
     uvicorn.run(app, host=args.host, port=args.port, timeout_graceful_shutdown=30)
     return 0
 
@@ -77,7 +83,11 @@ def serve_settings(args: argparse.Namespace) -> Any:
 
 
 def deploy_on_ray(
-    args: argparse.Namespace, configs: dict[str, RerankerConfig], *, blocking: bool
+    args: argparse.Namespace,
+    configs: dict[str, RerankerConfig],
+    settings: Any,
+    *,
+    blocking: bool,
 ) -> None:
     """Run the app on Ray Serve (joining ``--ray-address`` or the Ray already started here)."""
     ray = require("ray", extra="ray", purpose="rerankit serve --ray")
@@ -93,7 +103,7 @@ def deploy_on_ray(
         options["autoscaling_config"] = args.autoscaling
     else:
         options["num_replicas"] = args.replicas
-    app = deployment(configs, serve_settings(args), **options)
+    app = deployment(configs, settings, **options)
     serve.run(app, route_prefix="/", blocking=blocking)
 
 
@@ -113,6 +123,8 @@ def model_configs(args: argparse.Namespace) -> dict[str, RerankerConfig]:
             raise ConfigurationError(f"{args.config}: expected {{models: {{name: config}}}}")
     if args.model is not None:
         options = dict(_pair(o) for o in args.option)
+        if args.device is not None:
+            options["device"] = args.device
         configs[args.model] = RerankerConfig.from_kwargs(
             args.model, backend=args.backend, **options
         )

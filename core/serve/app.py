@@ -13,7 +13,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from rerankit.config import is_finite_number, is_positive_int
 from rerankit.errors import (
+    ConfigurationError,
     InvalidInputError,
     MissingDependencyError,
     RemoteError,
@@ -57,6 +59,25 @@ class ServeSettings:
     request_timeout_s: float = 60.0
     api_key_env: str | None = None
     retry_after_s: int = 1
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_batch_pairs",
+            "max_queue_pairs",
+            "max_documents",
+            "max_body_bytes",
+            "retry_after_s",
+        ):
+            if not is_positive_int(getattr(self, name)):
+                raise ConfigurationError(
+                    f"{name} must be a positive integer, got {getattr(self, name)!r}"
+                )
+        if not is_finite_number(self.max_wait_ms) or self.max_wait_ms < 0:
+            raise ConfigurationError(f"max_wait_ms must be >= 0, got {self.max_wait_ms!r}")
+        if not is_finite_number(self.request_timeout_s) or self.request_timeout_s <= 0:
+            raise ConfigurationError(
+                f"request_timeout_s must be > 0, got {self.request_timeout_s!r}"
+            )
 
 
 class TextDocument(BaseModel):

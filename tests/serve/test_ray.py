@@ -72,12 +72,12 @@ def test_serve_ray_command_runs_the_replicas_it_is_asked_for(
     from ray import serve
 
     from rerankit.cli import build_parser
-    from rerankit.cli.serve import deploy_on_ray, model_configs
+    from rerankit.cli.serve import deploy_on_ray, model_configs, serve_settings
 
     port = _free_port()
     command = f"serve --ray --model {tiny_bert_dir} --replicas 2 --port {port} --max-documents 3"
     args = build_parser().parse_args(command.split())
-    deploy_on_ray(args, model_configs(args), blocking=False)
+    deploy_on_ray(args, model_configs(args), serve_settings(args), blocking=False)
     try:
         application = serve.status().applications["default"]
         replicas = application.deployments["rerankit"].replica_states

@@ -123,3 +123,5 @@ def test_configuration_mistakes_print_one_line(
     assert "pass --model or --config" in capsys.readouterr().err
     assert main(["serve", "--model", "no-such-model"]) == 2
     assert "UnknownBackendError: cannot tell which backend" in capsys.readouterr().err
+    assert main(["serve", "--model", "x", "--backend", "jina", "--max-queue-pairs", "0"]) == 2
+    assert "max_queue_pairs must be a positive integer, got 0" in capsys.readouterr().err
