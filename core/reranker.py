@@ -326,6 +326,11 @@ def _as_documents(documents: object) -> list[DocumentInput]:
             "documents must be a list of str or rerankit.Document, not a single "
             f"{type(documents).__name__}; wrap it in a list"
         )
+    if isinstance(documents, Mapping):
+        raise InvalidInputError(
+            "documents must be a list of str or rerankit.Document, not a "
+            f"{type(documents).__name__} (only its keys would be ranked); pass a list of its texts"
+        )
     if not isinstance(documents, Iterable):
         raise InvalidInputError(
             f"documents must be a list of str or rerankit.Document, got {type(documents).__name__}"

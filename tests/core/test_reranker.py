@@ -128,6 +128,7 @@ def test_config_defaults_apply_and_call_arguments_override(tiny_bert_dir: Path) 
         ("q", ["a", 3], {}, r"documents\[1\] must be a str or rerankit.Document"),
         ("q", ["a", {"text": "b"}], {}, r"documents\[1\]"),
         ("q", 5, {}, "documents must be a list"),
+        ("q", {"a": "text"}, {}, "not a dict \\(only its keys would be ranked\\)"),
         ("q", ["a"], {"top_k": 0}, "top_k must be > 0, but got 0"),
         ("q", ["a"], {"top_k": -2}, "top_k must be > 0"),
         ("q", ["a"], {"top_k": 1.5}, "top_k must be an int"),
