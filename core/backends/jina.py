@@ -146,14 +146,29 @@ class JinaBackend(Backend):
         )
 
     def score(self, query: str, texts: Sequence[str]) -> Scores:
-        documents, truncated = self._truncate(texts)
-        chunks = self._chunks(documents)
-        if len(chunks) == 1:
-            answers = [self._call(query, documents, chunks[0])]
+        return self.score_many([(query, texts)])[0]
+
+    def score_many(self, requests: Sequence[tuple[str, Sequence[str]]]) -> list[Scores]:
+        """Every request's chunks as concurrent calls, at most ``max_concurrency`` at a time."""
+        plans = []
+        for query, texts in requests:
+            documents, truncated = self._truncate(texts)
+            plans.append((query, documents, self._chunks(documents), truncated, len(texts)))
+        calls = [
+            (query, documents, chunk) for query, documents, chunks, *_ in plans for chunk in chunks
+        ]
+        if len(calls) <= 1:
+            answers = [self._call(*call) for call in calls]
         else:
-            with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(chunks))) as pool:
-                answers = list(pool.map(lambda c: self._call(query, documents, c), chunks))
-        return self._merge(len(texts), chunks, answers, truncated)
+            with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(calls))) as pool:
+                answers = list(pool.map(lambda call: self._call(*call), calls))
+        results, start = [], 0
+        for _, _, chunks, truncated, count in plans:
+            results.append(
+                self._merge(count, chunks, answers[start : start + len(chunks)], truncated)
+            )
+            start += len(chunks)
+        return results
 
     async def ascore(self, query: str, texts: Sequence[str]) -> Scores:
         documents, truncated = self._truncate(texts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -352,3 +353,22 @@ def test_unknown_options_and_dialects_are_configuration_errors() -> None:
         _reranker(_scores_response, max_retries=-1)
     with pytest.raises(ConfigurationError, match="option max_concurrency must be an integer"):
         _reranker(_scores_response, max_concurrency=True)
+
+
+def test_rank_many_sends_the_requests_concurrently() -> None:
+    together = threading.Barrier(3, timeout=10)  # fails unless 3 calls are in flight at once
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        together.wait()
+        return _scores_response(request)
+
+    calls: list[httpx.Request] = []
+    reranker = _reranker(handler, calls, max_concurrency=3)
+    requests = [("q1", ["a", "bb"]), ("q2", ["ccc"]), ("q3", ["dddd", "e", "ff"])]
+    results = reranker.rank_many(requests)
+    assert len(calls) == 3
+    assert sorted(json.loads(c.content)["query"] for c in calls) == ["q1", "q2", "q3"]
+    for (_, docs), result in zip(requests, results, strict=True):
+        want = sorted(range(len(docs)), key=lambda i: (-len(docs[i]), i))
+        assert result.indices == want
+        assert result.scores == [float(len(docs[i])) for i in want]
