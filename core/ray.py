@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rerankit.config import RerankerConfig
 from rerankit.errors import MissingDependencyError
+from rerankit.reranker import Reranker, best_first
+
+if TYPE_CHECKING:
+    from rerankit.serve.app import ServeSettings
 
 try:
     import ray
@@ -26,7 +30,7 @@ except ImportError as exc:
 
 def deployment(
     configs: Mapping[str, RerankerConfig],
-    settings: Any = None,
+    settings: ServeSettings | None = None,
     **deployment_options: Any,
 ) -> Any:
     """A Ray Serve application serving ``configs`` by name with the same HTTP app as
@@ -39,7 +43,6 @@ def deployment(
     settings_dict = asdict(settings if settings is not None else ServeSettings())
 
     def build_app() -> Any:
-        from rerankit.reranker import Reranker
         from rerankit.serve.app import ServeSettings, create_app
 
         rerankers = {n: Reranker.from_config(c) for n, c in config_dicts.items()}
@@ -53,8 +56,6 @@ class _RerankActor:
     """One model per actor; ranks every row of a batch in one call, keeping rows and order."""
 
     def __init__(self, config: dict[str, Any], query_column: str, candidates_column: str) -> None:
-        from rerankit.reranker import Reranker
-
         self.reranker = Reranker.from_config(config)
         self.query_column = query_column
         self.candidates_column = candidates_column
@@ -67,7 +68,7 @@ class _RerankActor:
             )
         ]
         scores = self.reranker.score_many(requests)  # the batch's rows share model batches
-        rankings = [sorted(range(len(v)), key=lambda i: (-v[i], i)) for v in scores]
+        rankings = [best_first(values) for values in scores]
         return {**batch, "scores": scores, "ranking": rankings}
 
 

@@ -277,7 +277,7 @@ class Reranker:
 
     def _rank(self, request: _Prepared, scores: Scores) -> RankResult:
         values = self._checked(scores, len(request.docs)).values
-        order = sorted(range(len(values)), key=lambda i: (-values[i], i))
+        order = best_first(values)
         if request.threshold is not None:
             order = [i for i in order if values[i] >= request.threshold]
         if request.top_k is not None:
@@ -299,6 +299,11 @@ class _Prepared(NamedTuple):
     texts: list[str]
     top_k: int | None
     threshold: float | None
+
+
+def best_first(scores: Sequence[float]) -> list[int]:
+    """Positions of ``scores`` from the highest score down; ties keep input order."""
+    return sorted(range(len(scores)), key=lambda i: (-scores[i], i))
 
 
 def _load_backend(config: RerankerConfig) -> Backend:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rerankit._optional import require
 from rerankit.config import RerankerConfig
 from rerankit.errors import ConfigurationError
+
+if TYPE_CHECKING:  # fastapi is the serve extra's: imported when a server starts
+    from rerankit.serve.app import ServeSettings
 
 
 def register(commands: Any) -> None:
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def serve_settings(args: argparse.Namespace) -> Any:
+def serve_settings(args: argparse.Namespace) -> ServeSettings:
     """The server's :class:`~rerankit.serve.app.ServeSettings` from the command line."""
     from rerankit.serve.app import ServeSettings
 
@@ -85,7 +88,7 @@ def serve_settings(args: argparse.Namespace) -> Any:
 def deploy_on_ray(
     args: argparse.Namespace,
     configs: dict[str, RerankerConfig],
-    settings: Any,
+    settings: ServeSettings,
     *,
     blocking: bool,
 ) -> None:
