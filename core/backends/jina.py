@@ -92,9 +92,9 @@ class JinaBackend(Backend):
         async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(config)
-        settings = {**DEFAULTS, **config.options}
-        self.dialect: Dialect = get_dialect(str(settings["dialect"]))
-        base_url = settings["base_url"] or self.dialect.default_base_url
+        options = config.options
+        self.dialect: Dialect = get_dialect(str(options.get("dialect") or DEFAULTS["dialect"]))
+        base_url = options.get("base_url") or self.dialect.default_base_url
         if not base_url:
             raise ConfigurationError(
                 f"the {self.dialect.name!r} dialect has no public endpoint; pass "
@@ -102,7 +102,6 @@ class JinaBackend(Backend):
             )
         self.base_url = str(base_url).rstrip("/")
         self._key = self._api_key(config.api_key, base_url == self.dialect.default_base_url)
-        options = config.options
         self.max_documents = _int(options, "max_documents_per_request")
         self.max_request_tokens = _int(options, "max_request_tokens")
         self.max_document_tokens = _int(options, "max_document_tokens")
