@@ -22,6 +22,7 @@ class Backend(ABC):
 
     name: ClassVar[str]
     option_names: ClassVar[frozenset[str]] = frozenset()
+    remote: ClassVar[bool] = False  # scores on a service (each call may cost money), not here
 
     def __init__(self, config: RerankerConfig) -> None:
         unknown = sorted(set(config.options) - self.option_names)

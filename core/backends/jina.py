@@ -82,6 +82,7 @@ class JinaBackend(Backend):
     """
 
     name: ClassVar[str] = "jina"
+    remote: ClassVar[bool] = True
     option_names: ClassVar[frozenset[str]] = frozenset(DEFAULTS)
 
     def __init__(

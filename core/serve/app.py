@@ -156,6 +156,9 @@ def create_app(rerankers: Mapping[str, Reranker], settings: ServeSettings | None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for reranker in rerankers.values():  # ready means scored once: lazy set-up done, fails fast
+            if not reranker.backend.remote:
+                await asyncio.to_thread(reranker.score, "warm-up", ["warm-up"])
         for batcher in batchers.values():
             await batcher.start()
         yield

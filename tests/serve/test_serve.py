@@ -212,11 +212,21 @@ class _Picky(Backend):
         super().__init__(inner.config)
         self.inner = inner
         self.failures = failures
+        self.queries: list[str] = []
 
     def score(self, query: str, texts: Sequence[str]) -> Scores:
+        self.queries.append(query)
         if query in self.failures:
             raise self.failures[query]
         return self.inner.score(query, texts)
+
+
+def test_local_models_are_warmed_up_before_serving(local: Reranker) -> None:
+    picky = _Picky(local.backend, {})
+    remote = _client("http://127.0.0.1:9")  # a closed port: warming it up would fail
+    with serving({"tiny": Reranker.from_backend(picky), "remote": remote}, ServeSettings()) as url:
+        assert picky.queries == ["warm-up"]
+        assert httpx.get(f"{url}/health").json()["models"] == ["tiny", "remote"]
 
 
 async def test_batcher_drains_on_stop(local: Reranker) -> None:
