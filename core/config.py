@@ -9,9 +9,22 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from rerankit.errors import ConfigurationError
+from rerankit.options import Option, OptionSchema, parse_value
 from rerankit.secrets import Secret
 
 DTYPES = ("float32", "float16", "bfloat16")
+
+# The typed fields of RerankerConfig, parsed like backend options (text from a command line too).
+FIELDS: OptionSchema = {
+    "backend": Option("str", None, "backend name; inferred from the model when unset"),
+    "device": Option("str", None, "cpu, cuda, cuda:1, mps; the best available when unset"),
+    "dtype": Option("enum", None, "weights' dtype; fp16 on CUDA, fp32 elsewhere", choices=DTYPES),
+    "batch_size": Option("int", 32, "pairs per batch at most", minimum=1),
+    "max_length": Option("int", 512, "tokens per pair at most (query + passage)", minimum=1),
+    "top_k": Option("int", None, "documents kept, best first", minimum=1),
+    "score_threshold": Option("float", None, "documents scoring below it are dropped"),
+    "normalize": Option("bool", False, "probabilities in [0, 1] instead of raw scores"),
+}
 
 # The settings every framework adapter accepts as its own arguments, besides ``config``.
 ADAPTER_SETTINGS = (
@@ -43,10 +56,11 @@ class RerankerConfig:
     >>> RerankerConfig.from_dict(cfg.to_dict()) == cfg
     True
 
-    ``normalize=None`` keeps each backend's convention (raw logits for cross-encoders, the
-    sigmoid for FlashRank folders); ``True`` / ``False`` ask for the sigmoid or the raw logit.
-    ``options`` holds backend-specific settings (e.g. ``max_query_length`` for cross-encoders);
-    each backend rejects options it does not know.
+    ``normalize`` means the same on every backend: ``False`` (the default) returns the model's
+    raw score (log-odds for pair encoders and LLM rerankers), ``True`` a probability in [0, 1];
+    backends whose scores have no probability form (ColBERT, listwise) refuse ``True``.
+    ``options`` holds backend-specific settings, checked against the backend's typed schema
+    (``rerankit info`` lists them); text values (from a command line) are parsed by type.
     """
 
     model: str
@@ -57,7 +71,7 @@ class RerankerConfig:
     max_length: int = 512
     top_k: int | None = None
     score_threshold: float | None = None
-    normalize: bool | None = None
+    normalize: bool = False
     api_key: Secret | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
 
@@ -79,11 +93,10 @@ class RerankerConfig:
             raise ConfigurationError(
                 f"score_threshold must be a finite number or None, got {threshold!r}"
             )
-        if self.normalize is not None and not isinstance(self.normalize, bool):
-            raise ConfigurationError(
-                f"normalize must be True, False or None (the backend's convention), "
-                f"got {self.normalize!r}"
-            )
+        if self.normalize is None:  # configs saved before normalize had one default
+            object.__setattr__(self, "normalize", False)
+        if not isinstance(self.normalize, bool):
+            raise ConfigurationError(f"normalize must be True or False, got {self.normalize!r}")
         if self.dtype is not None and self.dtype not in DTYPES:
             raise ConfigurationError(f"dtype must be one of {DTYPES} or None, got {self.dtype!r}")
         if self.api_key is not None and not isinstance(self.api_key, Secret):
@@ -105,7 +118,7 @@ class RerankerConfig:
         if isinstance(api_key, str):
             api_key = Secret.from_token(api_key)
         settings = {k: v for k, v in kwargs.items() if k in known and k != "api_key"}
-        return cls(model=model, api_key=api_key, options=options, **settings)
+        return cls(model=model, api_key=api_key, options=options, **_parsed_fields(settings))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict; a literal API key raises instead of being written out."""
@@ -133,7 +146,7 @@ class RerankerConfig:
         api_key = values.get("api_key")
         if isinstance(api_key, Mapping):
             values["api_key"] = Secret.from_dict(api_key)
-        return cls(**values)
+        return cls(**_parsed_fields(values))
 
 
 def resolve_config(
@@ -155,3 +168,11 @@ def resolve_config(
     merged = {f.name: getattr(base, f.name) for f in fields(base)}
     options = {**merged.pop("options"), **given.pop("options", {})}
     return RerankerConfig.from_kwargs(**{**merged, **given}, options=options)
+
+
+def _parsed_fields(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` with every typed field parsed by :data:`FIELDS` (``None`` stays unset)."""
+    return {
+        key: parse_value(key, FIELDS[key], value) if key in FIELDS and value is not None else value
+        for key, value in settings.items()
+    }

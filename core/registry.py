@@ -3,22 +3,35 @@
 Order of choice: an explicit ``backend=`` always wins; else what a local model folder holds;
 else patterns in the model name; else :class:`UnknownBackendError` listing the valid names.
 Only the chosen backend's module is imported.
+
+What can leave the machine: inference never picks a remote backend for a local folder or a hub
+id (``org/name``): those run here. Only a bare service model name (``jina-reranker-v2-base-
+multilingual``, no ``org/``) is inferred as the Jina API; ``backend="jina"`` says so explicitly.
+
+Out-of-tree backends register under the entry-point group ``rerankit.backends``
+(``name = "package.module:BackendClass"``) and are named like built-in ones.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import json
+import logging
 import re
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from rerankit._optional import require
-from rerankit.errors import UnknownBackendError
+from rerankit.errors import ConfigurationError, UnknownBackendError
 
 if TYPE_CHECKING:
     from rerankit.backends.base import Backend
+
+logger = logging.getLogger("rerankit")
+ENTRY_POINT_GROUP = "rerankit.backends"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +44,7 @@ class BackendSpec:
     extra: str
     requires: tuple[str, ...]
     aliases: tuple[str, ...] = ()
+    plugin: str | None = None  # the distribution that registered it, for out-of-tree backends
 
 
 BACKENDS: dict[str, BackendSpec] = {
@@ -80,23 +94,47 @@ FLASHRANK_FILES = {
     "miniReranker_arabic_v1": "miniReranker_arabic_v1.onnx",
 }
 
-# Checked in order; the first match names the backend.
+# Model kinds that rerankit has no backend for yet, and why they must not fall back to one.
+GENERATIVE_KINDS = {
+    "llm": "a causal-LM reranker (scored by the logits of answer tokens such as 'yes'/'no')",
+    "t5": "a T5 reranker (scored by one decoder step over 'true'/'false')",
+    "vlm": "a vision-language reranker (images in the prompt)",
+}
+
+# Checked in order against the lower-cased name; the first match names the backend.
 NAME_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"colbert"), "colbert"),
-    (re.compile(r"jina-reranker"), "jina"),
+    (re.compile(r"jina-reranker-m0|qwen[\d.]*-vl-rerank|monoqwen2-vl"), "vlm"),
+    (
+        re.compile(
+            r"qwen3-reranker|bge-reranker-v2-gemma|bge-reranker-v2-minicpm-layerwise"
+            r"|bge-reranker-v2\.5-gemma2-lightweight|mxbai-rerank-(xsmall|base|large)-v2"
+            r"|rank-?zephyr|rank-?vicuna"
+        ),
+        "llm",
+    ),
+    (re.compile(r"mono-?t5|mt5-.*(msmarco|rerank)|inranker"), "t5"),
+    (re.compile(r"^jina-reranker"), "jina"),  # a bare API model name; jinaai/... runs here
     (re.compile(r"bge-reranker|ms-marco|mxbai-rerank|cross-encoder|reranker"), "cross-encoder"),
 )
+
+
+def available() -> dict[str, BackendSpec]:
+    """Built-in backends and the ones installed packages register as entry points."""
+    return {**BACKENDS, **_plugins()}
 
 
 def canonical_name(name: str) -> str:
     """The registered name for ``name`` or one of its aliases."""
     key = name.strip().lower()
-    for spec in BACKENDS.values():
+    specs = available()
+    for spec in specs.values():
         if key == spec.name or key in spec.aliases:
             return spec.name
+    hint = f" ({GENERATIVE_KINDS[key]}: not supported yet)" if key in GENERATIVE_KINDS else ""
     raise UnknownBackendError(
-        f"unknown backend {name!r}; valid backends are {sorted(BACKENDS)} "
-        f"(aliases: {sorted(a for s in BACKENDS.values() for a in s.aliases)})"
+        f"unknown backend {name!r}{hint}; valid backends are {sorted(specs)} "
+        f"(aliases: {sorted(a for s in specs.values() for a in s.aliases)})"
     )
 
 
@@ -104,24 +142,81 @@ def infer_backend(model: str) -> str:
     """Pick a backend for ``model`` from its local folder, else from its name."""
     folder = Path(model).expanduser()
     guess = _infer_from_folder(folder) if folder.is_dir() else _infer_from_name(model)
+    specs = available()
     if guess is None:
         raise UnknownBackendError(
-            f"cannot tell which backend serves {model!r}; pass backend= one of {sorted(BACKENDS)}"
+            f"cannot tell which backend serves {model!r}; pass backend= one of {sorted(specs)}"
         )
-    if guess not in BACKENDS:
+    if guess in GENERATIVE_KINDS and guess not in specs:
+        raise UnknownBackendError(
+            f"{model!r} is {GENERATIVE_KINDS[guess]}. rerankit cannot run it yet: the "
+            "cross-encoder backend would give it a randomly initialised head and score noise, "
+            "so it is refused. Pick a cross-encoder (e.g. BAAI/bge-reranker-v2-m3) for now."
+        )
+    if guess not in specs:
         raise UnknownBackendError(
             f"{model!r} looks like a {guess!r} model, but no {guess!r} backend is available; "
-            f"pass backend= one of {sorted(BACKENDS)} if the model fits one of them"
+            f"pass backend= one of {sorted(specs)} if the model fits one of them"
         )
     return guess
 
 
+def generative_kind(model: str) -> str | None:
+    """``"llm"``, ``"t5"`` or ``"vlm"`` when ``model`` (folder or name) is a generative reranker."""
+    folder = Path(model).expanduser()
+    guess = _infer_from_folder(folder) if folder.is_dir() else _infer_from_name(model)
+    return guess if guess in GENERATIVE_KINDS else None
+
+
 def load_backend_class(name: str) -> type[Backend]:
     """Import and return the backend class registered as ``name`` (or an alias)."""
-    spec = BACKENDS[canonical_name(name)]
+    from rerankit.backends.base import Backend
+
+    spec = available()[canonical_name(name)]
     for module in spec.requires:
         require(module, extra=spec.extra, purpose=f"The {spec.name!r} backend")
-    return cast("type[Backend]", getattr(importlib.import_module(spec.module), spec.attribute))
+    try:
+        loaded = getattr(importlib.import_module(spec.module), spec.attribute)
+    except (ImportError, AttributeError) as exc:
+        if spec.plugin is None:
+            raise
+        raise ConfigurationError(
+            f"the {spec.name!r} backend of {spec.plugin!r} cannot be loaded from "
+            f"{spec.module}:{spec.attribute}: {exc}"
+        ) from exc
+    if not (isinstance(loaded, type) and issubclass(loaded, Backend)):
+        raise ConfigurationError(
+            f"{spec.module}:{spec.attribute} (backend {spec.name!r}) is not a "
+            "rerankit.backends.base.Backend subclass"
+        )
+    return cast("type[Backend]", loaded)
+
+
+@cache
+def _plugins() -> dict[str, BackendSpec]:
+    found: dict[str, BackendSpec] = {}
+    taken = {n for spec in BACKENDS.values() for n in (spec.name, *spec.aliases)}
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        name = entry.name.strip().lower()
+        module, _, attribute = entry.value.partition(":")
+        owner = entry.dist.name if entry.dist is not None else "an installed package"
+        if name in taken or not attribute:
+            logger.warning(
+                "ignoring the %r backend of %s: %s",
+                name,
+                owner,
+                "the name is a built-in backend's" if name in taken else "no ':Class' in entry",
+            )
+            continue
+        found[name] = BackendSpec(
+            name=name,
+            module=module.strip(),
+            attribute=attribute.strip(),
+            extra="",
+            requires=(),
+            plugin=owner,
+        )
+    return found
 
 
 def _infer_from_name(model: str) -> str | None:
@@ -144,7 +239,14 @@ def _infer_from_folder(folder: Path) -> str | None:
         return "colbert"
     if any(arch.endswith("ForSequenceClassification") for arch in architectures):
         return "cross-encoder"
-    return _infer_from_name(folder.name)
+    if any(arch.endswith("ForCausalLM") for arch in architectures):
+        return "llm"
+    if any(re.match(r"M?T5ForConditionalGeneration$", arch) for arch in architectures):
+        return "t5"
+    if any(arch.endswith("ForConditionalGeneration") for arch in architectures):
+        return "vlm"
+    guess = _infer_from_name(folder.name)
+    return "cross-encoder" if guess == "jina" else guess  # a folder runs here, never remote
 
 
 def _architectures(folder: Path) -> list[str]:

@@ -22,6 +22,7 @@ from rerankit.types import Document, RankResult, ScoredDocument, Scores
 logger = logging.getLogger("rerankit")
 
 DocumentInput = str | Document
+RANK = "rank"  # the scale of listwise backends: an order, not scores
 
 
 class Reranker:
@@ -34,7 +35,10 @@ class Reranker:
     The backend is ``backend=`` when given, else inferred from the model folder or name.
     Keyword arguments are :class:`RerankerConfig` fields; any other keyword is a backend option.
     ``fallback`` is another reranker that answers when this one's service is unavailable
-    (:class:`~rerankit.errors.ServiceUnavailableError`); results name the backend that answered.
+    (:class:`~rerankit.errors.ServiceUnavailableError`); it may have a fallback of its own, to any
+    depth. Results name the backend that answered and its score ``scale``. A score threshold
+    belongs to a scale: when a fallback on another scale answers, its own configured
+    ``score_threshold`` applies instead of this reranker's.
     """
 
     def __init__(
@@ -68,6 +72,11 @@ class Reranker:
         if fallback is not None and not isinstance(fallback, Reranker):
             raise ConfigurationError(
                 f"fallback must be a rerankit.Reranker, got {type(fallback).__name__}"
+            )
+        if backend.config.score_threshold is not None and backend.scale == RANK:
+            raise ConfigurationError(
+                f"score_threshold has no meaning for the listwise {backend.name!r} backend: its "
+                "values are an order, not scores; cut with top_k instead"
             )
         self._config = backend.config
         self._backend = backend
@@ -116,9 +125,10 @@ class Reranker:
         score_threshold: float | None = None,
     ) -> RankResult:
         """Async :meth:`rank`; never blocks the event loop."""
-        request = self._prepare(query, documents, top_k, score_threshold)
-        scores, producer = await self._ascore_with_fallback(request.query, request.texts)
-        return producer._rank(request, scores)
+        results = await self.arank_many(
+            [(query, documents)], top_k=top_k, score_threshold=score_threshold
+        )
+        return results[0]
 
     def rank_many(
         self,
@@ -132,15 +142,21 @@ class Reranker:
         Pair encoders (cross-encoders, FlashRank) score the pairs of all requests in shared
         length-sorted batches, which is faster than one :meth:`rank` call per query.
         """
-        prepared = [
-            self._prepare(query, documents, top_k, score_threshold)
-            for query, documents in _as_requests(requests)
-        ]
-        all_scores, producer = self._score_many_with_fallback(prepared)
-        return [
-            producer._rank(request, scores)
-            for request, scores in zip(prepared, all_scores, strict=True)
-        ]
+        prepared = self._prepare_many(requests, top_k, score_threshold)
+        scored, producer = self._score_many(prepared, self._top_k_hint(prepared))
+        return self._ranked(prepared, scored, producer)
+
+    async def arank_many(
+        self,
+        requests: Iterable[tuple[str, Sequence[DocumentInput]]],
+        *,
+        top_k: int | None = None,
+        score_threshold: float | None = None,
+    ) -> list[RankResult]:
+        """Async :meth:`rank_many`; local models run on their backend's own worker thread."""
+        prepared = self._prepare_many(requests, top_k, score_threshold)
+        scored, producer = await self._ascore_many(prepared, self._top_k_hint(prepared))
+        return self._ranked(prepared, scored, producer)
 
     def score(self, query: str, documents: Sequence[DocumentInput]) -> list[float]:
         """One score per document, in input order."""
@@ -148,22 +164,19 @@ class Reranker:
 
     async def ascore(self, query: str, documents: Sequence[DocumentInput]) -> list[float]:
         """Async :meth:`score`."""
-        request = self._prepare(query, documents, None, None)
-        scores, producer = await self._ascore_with_fallback(request.query, request.texts)
-        return producer._checked(scores, len(request.docs)).values
+        prepared = self._prepare_many([(query, documents)], None, None)
+        scored, producer = await self._ascore_many(prepared, None)
+        return producer._checked(scored[0], len(prepared[0].docs)).values
 
     def score_many(
         self, requests: Iterable[tuple[str, Sequence[DocumentInput]]]
     ) -> list[list[float]]:
         """:meth:`score` for several ``(query, documents)`` requests, in shared batches."""
-        prepared = [
-            self._prepare(query, documents, None, None)
-            for query, documents in _as_requests(requests)
-        ]
-        all_scores, producer = self._score_many_with_fallback(prepared)
+        prepared = self._prepare_many(requests, None, None)
+        scored, producer = self._score_many(prepared, None)
         return [
             producer._checked(scores, len(request.docs)).values
-            for request, scores in zip(prepared, all_scores, strict=True)
+            for request, scores in zip(prepared, scored, strict=True)
         ]
 
     def close(self) -> None:
@@ -193,6 +206,17 @@ class Reranker:
     def __repr__(self) -> str:
         return f"Reranker(model={self._config.model!r}, backend={self.backend_name!r})"
 
+    def _prepare_many(
+        self,
+        requests: Iterable[tuple[str, Sequence[DocumentInput]]],
+        top_k: int | None,
+        score_threshold: float | None,
+    ) -> list[_Prepared]:
+        return [
+            self._prepare(query, documents, top_k, score_threshold)
+            for query, documents in _as_requests(requests)
+        ]
+
     def _prepare(
         self,
         query: object,
@@ -208,6 +232,11 @@ class Reranker:
             raise InvalidInputError(f"top_k must be an int or None, got {top_k!r}")
         if top_k is not None and top_k <= 0:
             raise InvalidInputError(f"top_k must be > 0, but got {top_k}; pass None to keep all")
+        if score_threshold is not None and self._backend.scale == RANK:
+            raise InvalidInputError(
+                f"score_threshold has no meaning for the listwise {self.backend_name!r} backend: "
+                "its values are an order, not scores; cut with top_k instead"
+            )
         threshold = self._config.score_threshold if score_threshold is None else score_threshold
         if threshold is not None and not is_finite_number(threshold):
             raise InvalidInputError(
@@ -216,32 +245,47 @@ class Reranker:
         texts = [doc if isinstance(doc, str) else doc.text for doc in docs]
         return _Prepared(query, docs, texts, top_k, None if threshold is None else float(threshold))
 
-    def _score_many_with_fallback(self, requests: list[_Prepared]) -> tuple[list[Scores], Reranker]:
+    @staticmethod
+    def _top_k_hint(requests: list[_Prepared]) -> int | None:
+        return requests[0].top_k if requests else None
+
+    def _score_many(
+        self, requests: list[_Prepared], top_k: int | None
+    ) -> tuple[list[Scores], Reranker]:
+        """Scores for every request from this reranker, else from its fallback chain."""
         nonempty = [(r.query, r.texts) for r in requests if r.texts]
-        producer = self
+        if not nonempty:
+            return [Scores(values=[]) for _ in requests], self
         try:
-            scored = self._backend.score_many(nonempty) if nonempty else []
+            scored = self._backend.score_many(nonempty, top_k=top_k)
         except ServiceUnavailableError as exc:
-            producer = self._use_fallback(exc)
-            scored = producer._backend.score_many(nonempty)
-        if len(scored) != len(nonempty):
+            return self._fallback_for(exc)._score_many(requests, top_k)
+        return self._spread(requests, scored), self
+
+    async def _ascore_many(
+        self, requests: list[_Prepared], top_k: int | None
+    ) -> tuple[list[Scores], Reranker]:
+        nonempty = [(r.query, r.texts) for r in requests if r.texts]
+        if not nonempty:
+            return [Scores(values=[]) for _ in requests], self
+        try:
+            scored = await self._backend.ascore_many(nonempty, top_k=top_k)
+        except ServiceUnavailableError as exc:
+            return await self._fallback_for(exc)._ascore_many(requests, top_k)
+        return self._spread(requests, scored), self
+
+    def _spread(self, requests: list[_Prepared], scored: list[Scores]) -> list[Scores]:
+        """The backend's answers for the non-empty requests, with empty ones put back."""
+        expected = sum(1 for r in requests if r.texts)
+        if len(scored) != expected:
             raise BackendError(
-                f"backend {producer.backend_name!r} returned {len(scored)} score lists "
-                f"for {len(nonempty)} requests"
+                f"backend {self.backend_name!r} returned {len(scored)} score lists "
+                f"for {expected} requests"
             )
         answers = iter(scored)
-        return [next(answers) if r.texts else Scores(values=[]) for r in requests], producer
+        return [next(answers) if r.texts else Scores(values=[]) for r in requests]
 
-    async def _ascore_with_fallback(self, query: str, texts: list[str]) -> tuple[Scores, Reranker]:
-        if not texts:
-            return Scores(values=[]), self
-        try:
-            return await self._backend.ascore(query, texts), self
-        except ServiceUnavailableError as exc:
-            fallback = self._use_fallback(exc)
-            return await fallback._backend.ascore(query, texts), fallback
-
-    def _use_fallback(self, exc: ServiceUnavailableError) -> Reranker:
+    def _fallback_for(self, exc: ServiceUnavailableError) -> Reranker:
         if self._fallback is None:
             raise exc
         logger.warning(
@@ -252,6 +296,24 @@ class Reranker:
             self._fallback,
         )
         return self._fallback
+
+    def _ranked(
+        self, requests: list[_Prepared], scored: list[Scores], producer: Reranker
+    ) -> list[RankResult]:
+        """Rank each request with the scores of ``producer`` (this reranker or a fallback).
+
+        A threshold belongs to a score scale: the requested one applies when the answering
+        reranker scores on this reranker's scale, else that reranker's own configured
+        ``score_threshold`` does (None: no threshold).
+        """
+        same_scale = producer is self or producer.backend.scale == self._backend.scale
+        return [
+            producer._rank(
+                request if same_scale else request._replace(threshold=_own_threshold(producer)),
+                scores,
+            )
+            for request, scores in zip(requests, scored, strict=True)
+        ]
 
     def _checked(self, scores: Scores, expected: int) -> Scores:
         if len(scores.values) != expected:
@@ -288,6 +350,7 @@ class Reranker:
             model=self._config.model,
             truncated=scores.truncated,
             usage=dict(scores.usage),
+            scale=self._backend.scale,
         )
 
 
@@ -299,6 +362,11 @@ class _Prepared(NamedTuple):
     texts: list[str]
     top_k: int | None
     threshold: float | None
+
+
+def _own_threshold(reranker: Reranker) -> float | None:
+    threshold = reranker.config.score_threshold
+    return None if threshold is None else float(threshold)
 
 
 def best_first(scores: Sequence[float]) -> list[int]:

@@ -43,7 +43,9 @@ class RankResult(Sequence[ScoredDocument]):
     """Documents sorted by descending score (ties keep input order), cut by top_k / threshold.
 
     Behaves as a sequence of :class:`ScoredDocument`; also says which backend and model produced
-    the scores, how many documents the backend had to truncate, and any backend usage figures.
+    the scores, what the scores are (``scale``: ``"logit"``, ``"probability"``, ``"maxsim"``,
+    ``"service"`` or ``"rank"``, see the README), how many documents the backend had to
+    truncate, and any backend usage figures.
     """
 
     items: tuple[ScoredDocument, ...]
@@ -51,6 +53,7 @@ class RankResult(Sequence[ScoredDocument]):
     model: str
     truncated: int = 0
     usage: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    scale: str = "unspecified"
 
     @overload
     def __getitem__(self, index: int) -> ScoredDocument: ...

@@ -1,83 +1,122 @@
-"""The one seam every backend implements: texts in, one float score per text out."""
+"""The one seam every backend implements: a query and its texts in, one value per text out.
+
+Pointwise backends (pair encoders, LLM and late-interaction rerankers, rerank APIs) implement
+:meth:`Backend.score`: comparable scores on the scale named by :attr:`Backend.scale`.
+Listwise backends set ``scale = "rank"``: they order the texts (an LLM reorders windows), and
+return for each text a rank-derived value (higher is better, ``len(texts)`` for the first)
+that orders one query's documents but is not comparable across queries; they may use the
+``top_k`` hint of :meth:`Backend.score_many` to stop once the top cannot change. Sorting,
+cutting, thresholds and fallbacks live in :class:`~rerankit.Reranker`, never here.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
-from rerankit.config import RerankerConfig, is_finite_number
+from rerankit.config import RerankerConfig
 from rerankit.errors import ConfigurationError
+from rerankit.options import Option, OptionSchema, parse_options
 from rerankit.types import Scores
+
+Request = tuple[str, Sequence[str]]
+
+# What the numbers of each scale are (README: "Score scales").
+SCALES = {
+    "logit": "the model's raw relevance logit (log-odds); unbounded, higher is better",
+    "probability": "a relevance probability in [0, 1] (normalize=True)",
+    "maxsim": "ColBERT MaxSim: the sum over query tokens of the best cosine similarity",
+    "service": "the remote service's relevance_score, as it returns it",
+    "rank": "a listwise order: len(texts) for the first document down to 1; not a score",
+    "unspecified": "a backend that does not say (out-of-tree backends may leave it unset)",
+}
+
+# Options shared by the backends that load models with transformers.
+HUB_OPTIONS: dict[str, Option] = {
+    "revision": Option("str", None, "hub branch, tag or commit to load"),
+    "cache_dir": Option("str", None, "where hub downloads are kept"),
+    "trust_remote_code": Option("bool", False, "run the model folder's own Python code"),
+}
 
 
 class Backend(ABC):
     """Base class for scoring backends.
 
-    Subclasses implement :meth:`score`; ranking, cutting and validation live in
-    :class:`~rerankit.Reranker`. ``option_names`` lists the backend-specific keys accepted in
-    ``RerankerConfig.options``; any other key is a :class:`ConfigurationError`.
+    Subclasses implement :meth:`score` (or :meth:`score_many` for shared batches) and declare
+    ``options_schema``; the parsed options are in ``self.options`` before any model loads.
+    ``scale`` names what the numbers are (see :data:`SCALES`).
     """
 
     name: ClassVar[str]
-    option_names: ClassVar[frozenset[str]] = frozenset()
+    options_schema: ClassVar[OptionSchema] = {}
     remote: ClassVar[bool] = False  # scores on a service (each call may cost money), not here
+    scale: str = "unspecified"
 
     def __init__(self, config: RerankerConfig) -> None:
-        unknown = sorted(set(config.options) - self.option_names)
-        if unknown:
-            raise ConfigurationError(
-                f"the {self.name!r} backend does not accept the options {unknown}; "
-                f"valid options are {sorted(self.option_names)}"
-            )
+        self.options: dict[str, Any] = parse_options(
+            self.options_schema, config.options, owner=f"the {self.name!r} backend"
+        )
         self.config = config
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
 
     @abstractmethod
     def score(self, query: str, texts: Sequence[str]) -> Scores:
         """Score every text against ``query``; one float per text, in input order."""
 
-    def score_many(self, requests: Sequence[tuple[str, Sequence[str]]]) -> list[Scores]:
-        """Score several queries' candidates; pair encoders share batches across queries."""
+    def score_many(self, requests: Sequence[Request], *, top_k: int | None = None) -> list[Scores]:
+        """Score several queries' candidates; pair encoders share batches across queries.
+
+        ``top_k`` is a hint that only the best ``top_k`` of each request will be kept:
+        pointwise backends ignore it, listwise ones may stop early (every text still gets a
+        value).
+        """
         return [self.score(query, texts) for query, texts in requests]
 
-    async def ascore(self, query: str, texts: Sequence[str]) -> Scores:
-        """Async :meth:`score`; local backends run it in a worker thread."""
-        return await asyncio.to_thread(self.score, query, texts)
+    async def ascore_many(
+        self, requests: Sequence[Request], *, top_k: int | None = None
+    ) -> list[Scores]:
+        """Async :meth:`score_many`; local backends run it on their own worker thread.
 
-    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
-        """Release resources (clients, sessions); the default holds none."""
+        The worker is the backend's, not the event loop's default executor, so requests that
+        wait for a busy model never hold the loop's threads.
+        """
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._worker(), lambda: self.score_many(requests, top_k=top_k)
+        )
+
+    def refuse_normalize(self, why: str) -> None:
+        """Raise if ``normalize=True`` was asked of a backend whose scores have no such form."""
+        if self.config.normalize:
+            raise ConfigurationError(f"normalize=True is not available on {self.name!r}: {why}")
+
+    def close(self) -> None:
+        """Release resources (clients, sessions, the worker thread)."""
+        executor, self._executor = getattr(self, "_executor", None), None
+        if executor is not None:
+            executor.shutdown(wait=False)
 
     async def aclose(self) -> None:
         """Async :meth:`close`, for backends that hold async clients."""
         self.close()
 
-
-def int_option(options: Mapping[str, Any], name: str, default: int, *, minimum: int = 1) -> int:
-    """The integer option ``name`` (``default`` when unset), or a :class:`ConfigurationError`."""
-    value = options.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigurationError(f"option {name} must be an integer >= {minimum}, got {value!r}")
-    return value
+    def _worker(self) -> ThreadPoolExecutor:
+        with self._executor_lock:
+            if self._executor is None:
+                # One worker: local backends score one batch at a time (more threads would
+                # only wait on the model's lock or oversubscribe the same cores).
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"rerankit-{self.name}")
+            return self._executor
 
 
-def number_option(
-    options: Mapping[str, Any], name: str, default: float, *, minimum: float = 0.0
-) -> float:
-    """The finite number option ``name`` (``default`` when unset), or a ConfigurationError."""
-    value = options.get(name)
-    if value is None:
-        return default
-    if not is_finite_number(value) or value < minimum:
-        raise ConfigurationError(f"option {name} must be a number >= {minimum}, got {value!r}")
-    return float(value)
-
-
-def query_token_cap(options: Mapping[str, Any], max_length: int, special_tokens: int) -> int:
-    """``max_query_length`` for pair encoders: given, or half of ``max_length``; checked to fit."""
-    cap = int_option(options, "max_query_length", max_length // 2)
+def query_token_cap(given: int | None, max_length: int, special_tokens: int) -> int:
+    """``max_query_length`` for pair inputs: given, or half of ``max_length``; checked to fit."""
+    cap = max_length // 2 if given is None else given
     longest = max_length - special_tokens - 1
     if not 0 < cap <= longest:
         raise ConfigurationError(
