@@ -48,9 +48,7 @@ class Option:
 OptionSchema = Mapping[str, Option]
 
 
-def parse_options(
-    schema: OptionSchema, given: Mapping[str, Any], *, owner: str
-) -> dict[str, Any]:
+def parse_options(schema: OptionSchema, given: Mapping[str, Any], *, owner: str) -> dict[str, Any]:
     """Every option of ``schema``: the parsed value from ``given``, else its default.
 
     ``None`` in ``given`` means "not passed". Unknown keys raise, listing the valid names.

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, overload
 
+# The metadata key under which the framework adapters say what a document's score is.
+SCORE_SCALE_KEY = "rerank_score_scale"
+
 
 @dataclass(frozen=True, slots=True)
 class Document:

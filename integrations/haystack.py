@@ -4,6 +4,7 @@
 >>> ranker = RerankitRanker(model="BAAI/bge-reranker-v2-m3", top_k=5)   # doctest: +SKIP
 >>> ranker.run(query="query", documents=docs)["documents"]             # doctest: +SKIP
 
+Each document's ``score`` is on the scale named in ``meta["rerank_score_scale"]``.
 Pipelines that use it load from YAML with the rerankit module allow-listed:
 ``Pipeline.loads(yaml_text, allowed_modules=["rerankit.*"])``.
 """
@@ -17,7 +18,7 @@ from rerankit.config import ADAPTER_SETTINGS, RerankerConfig, resolve_config
 from rerankit.errors import MissingDependencyError
 from rerankit.reranker import Reranker
 from rerankit.secrets import Secret as RerankitSecret
-from rerankit.types import RankResult
+from rerankit.types import SCORE_SCALE_KEY, RankResult
 
 try:
     from haystack import Document, component, default_from_dict, default_to_dict
@@ -156,4 +157,11 @@ def _rerankit_secret(secret: Secret | None) -> RerankitSecret | None:
 
 
 def _to_documents(documents: list[Document], result: RankResult) -> list[Document]:
-    return [dataclasses.replace(documents[item.index], score=float(item.score)) for item in result]
+    return [
+        dataclasses.replace(
+            documents[item.index],
+            score=float(item.score),
+            meta={**documents[item.index].meta, SCORE_SCALE_KEY: result.scale},
+        )
+        for item in result
+    ]

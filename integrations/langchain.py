@@ -5,7 +5,8 @@
 >>> compressor.compress_documents(docs, "query")                               # doctest: +SKIP
 
 Use it in ``ContextualCompressionRetriever(base_compressor=compressor, base_retriever=...)`` or
-as an LCEL step. Scores land in ``metadata["relevance_score"]`` of new documents.
+as an LCEL step. Scores land in ``metadata["relevance_score"]`` of new documents, and what they
+are (``"logit"``, ``"probability"``, ``"rank"``, ...) in ``metadata["rerank_score_scale"]``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from rerankit.config import ADAPTER_SETTINGS, RerankerConfig, resolve_config
 from rerankit.errors import MissingDependencyError
 from rerankit.reranker import Reranker
 from rerankit.secrets import Secret
-from rerankit.types import RankResult
+from rerankit.types import SCORE_SCALE_KEY, RankResult
 
 try:
     from langchain_core.callbacks import Callbacks
@@ -100,6 +101,10 @@ def _to_documents(documents: Sequence[Document], result: RankResult) -> list[Doc
     ranked = []
     for item in result:
         source = documents[item.index]
-        metadata = {**source.metadata, "relevance_score": item.score}
+        metadata = {
+            **source.metadata,
+            "relevance_score": item.score,
+            SCORE_SCALE_KEY: result.scale,
+        }
         ranked.append(Document(page_content=source.page_content, metadata=metadata, id=source.id))
     return ranked

@@ -3,6 +3,9 @@
 >>> from rerankit.integrations.llama_index import RerankitPostprocessor
 >>> rerank = RerankitPostprocessor(model="BAAI/bge-reranker-v2-m3", top_n=3)   # doctest: +SKIP
 >>> index.as_query_engine(node_postprocessors=[rerank])                       # doctest: +SKIP
+
+Each node's ``score`` is on the scale named in its ``metadata["rerank_score_scale"]`` (kept out
+of the LLM and embedding text).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from rerankit.config import ADAPTER_SETTINGS, RerankerConfig, resolve_config
 from rerankit.errors import MissingDependencyError
 from rerankit.reranker import Reranker
 from rerankit.secrets import Secret
-from rerankit.types import RankResult
+from rerankit.types import SCORE_SCALE_KEY, RankResult
 
 try:
     from llama_index.core.bridge.pydantic import Field, PrivateAttr, SecretStr
@@ -44,7 +47,9 @@ class RerankitPostprocessor(BaseNodePostprocessor):
     device: str | None = Field(default=None, description="Device; best available when None.")
     batch_size: int | None = Field(default=None, description="Pairs per batch.")
     max_length: int | None = Field(default=None, description="Tokens per pair.")
-    normalize: bool | None = Field(default=None, description="Sigmoid of one-logit scores.")
+    normalize: bool | None = Field(
+        default=None, description="Probabilities in [0, 1] instead of raw scores."
+    )
     top_n: int = Field(default=2, gt=0, description="Number of nodes to return.")
     score_threshold: float | None = Field(default=None, description="Drop nodes below it.")
     keep_retrieval_score: bool = Field(
@@ -141,8 +146,16 @@ class RerankitPostprocessor(BaseNodePostprocessor):
         for item in result:
             source = nodes[item.index]
             node = source.node
+            metadata = {**node.metadata, SCORE_SCALE_KEY: result.scale}
             if self.keep_retrieval_score:
-                metadata = {**node.metadata, "retrieval_score": source.score}
-                node = node.model_copy(update={"metadata": metadata})
+                metadata["retrieval_score"] = source.score
+            hidden = [SCORE_SCALE_KEY]  # what the score is, for the caller; not text for the LLM
+            node = node.model_copy(
+                update={
+                    "metadata": metadata,
+                    "excluded_llm_metadata_keys": [*node.excluded_llm_metadata_keys, *hidden],
+                    "excluded_embed_metadata_keys": [*node.excluded_embed_metadata_keys, *hidden],
+                }
+            )
             ranked.append(NodeWithScore(node=node, score=item.score))
         return ranked

@@ -86,3 +86,62 @@ def test_explicit_backend_wins(tiny_bert_dir: Path, tmp_path: Path) -> None:
     assert Reranker(str(renamed), backend="cross-encoder").backend_name == "cross-encoder"
     with pytest.raises(UnknownBackendError):
         Reranker(str(tiny_bert_dir), backend="does-not-exist")
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "Qwen/Qwen3-Reranker-0.6B",
+        "BAAI/bge-reranker-v2-gemma",
+        "BAAI/bge-reranker-v2-minicpm-layerwise",
+        "BAAI/bge-reranker-v2.5-gemma2-lightweight",
+        "mixedbread-ai/mxbai-rerank-base-v2",
+        "castorini/monot5-base-msmarco",
+        "jinaai/jina-reranker-m0",
+    ],
+)
+def test_generative_rerankers_are_not_given_to_the_cross_encoder(model: str) -> None:
+    with pytest.raises(UnknownBackendError, match="randomly initialised head"):
+        infer_backend(model)
+    with pytest.raises(UnknownBackendError, match="randomly initialised head"):
+        Reranker(model)
+
+
+@pytest.mark.parametrize(
+    ("architecture", "kind"),
+    [
+        ("Qwen3ForCausalLM", "causal-LM"),
+        ("Gemma2ForCausalLM", "causal-LM"),
+        ("T5ForConditionalGeneration", "T5"),
+        ("Qwen2VLForConditionalGeneration", "vision-language"),
+    ],
+)
+def test_generative_folders_are_refused(tmp_path: Path, architecture: str, kind: str) -> None:
+    folder = _folder(
+        tmp_path, "some-reranker", config__json=json.dumps({"architectures": [architecture]})
+    )
+    with pytest.raises(UnknownBackendError, match=kind):
+        infer_backend(str(folder))
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "jinaai/jina-reranker-v2-base-multilingual",
+        "jinaai/jina-reranker-v1-turbo-en",
+        "someone/jina-reranker-v2-finetuned",
+    ],
+)
+def test_hub_ids_never_go_to_a_remote_backend(model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JINA_API_KEY", "a-key-that-must-not-be-used")
+    assert infer_backend(model) == "cross-encoder"
+
+
+def test_a_folder_named_like_an_api_model_runs_locally(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, "jina-reranker-v2-base-multilingual", readme__md="")
+    assert infer_backend(str(folder)) == "cross-encoder"
+
+
+def test_bare_api_model_names_stay_remote() -> None:
+    assert infer_backend("jina-reranker-v2-base-multilingual") == "jina"
+    assert infer_backend("jina-colbert-v2") == "colbert"
