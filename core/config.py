@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
+from rerankit._optional import require
 from rerankit.errors import ConfigurationError
 from rerankit.options import Option, OptionSchema, parse_value
 from rerankit.secrets import Secret
@@ -176,3 +179,167 @@ def _parsed_fields(settings: Mapping[str, Any]) -> dict[str, Any]:
         key: parse_value(key, FIELDS[key], value) if key in FIELDS and value is not None else value
         for key, value in settings.items()
     }
+
+
+ConfigSource = str | os.PathLike[str] | Mapping[str, Any] | Sequence[Any]
+SHAPES = (
+    "{models: {name: config}}, {rerankers: [config, ...]}, a list of configs, "
+    "or one config with a model: key"
+)
+
+
+def load_configs(
+    source: ConfigSource, *, label: str | None = None, extra: str = "serve"
+) -> dict[str, RerankerConfig]:
+    """Named configs from a YAML or JSON file, or from data already loaded; one loader for all.
+
+    ``rerankit eval --config``, ``rerankit serve --config`` and :func:`rerankit.ray.deployment`
+    read the same shapes: ``{models: {name: config}}`` (the keys are the names),
+    ``{rerankers: [config, ...]}``, a bare list of configs, or one config. A config that is not
+    under ``models:`` may carry ``name:``; else it is named ``backend:model`` (``auto:model``
+    when the backend is inferred). Config keys are :class:`RerankerConfig` fields and backend
+    options (flat, or under ``options:``); ``api_key`` is a reference such as
+    ``{type: env_var, env_var: JINA_API_KEY}``. Two configs with one name are an error, and so
+    is a key written twice in one mapping of the file. Messages start with ``label`` (default:
+    the file's path). ``extra`` is the pip extra named when PyYAML is missing.
+
+    >>> configs = load_configs({"models": {"bge": {"model": "BAAI/bge-reranker-base", "top_k": 5}}})
+    >>> configs["bge"].top_k
+    5
+    """
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        label = str(path) if label is None else label
+        data = _read_config_file(path, label, extra)
+    else:
+        label = "config" if label is None else label
+        data = source
+    configs: dict[str, RerankerConfig] = {}
+    for name, where, values in _config_entries(data, label):
+        config = _entry_config(values, where)
+        name = f"{config.backend or 'auto'}:{config.model}" if name is None else name
+        if name in configs:
+            raise ConfigurationError(
+                f"{label}: two configs are named {name!r}; give each its own name"
+            )
+        configs[name] = config
+    return configs
+
+
+def _config_entries(data: object, label: str) -> list[tuple[str | None, str, object]]:
+    """(explicit name or None, where it is for messages, the config) for every config."""
+    if isinstance(data, Mapping):
+        for key in ("models", "rerankers"):
+            others = sorted(str(k) for k in data if k != key)
+            if key in data and others:
+                raise ConfigurationError(f"{label}: unexpected keys {others} beside {key}:")
+        if "models" in data:
+            models = data["models"]
+            if not isinstance(models, Mapping) or not models:
+                raise ConfigurationError(
+                    f"{label}: models: must map names to configs, got {models!r:.80}"
+                )
+            entries: list[tuple[str | None, str, object]] = []
+            for key, values in models.items():
+                where = f"{label}: models.{key}"
+                if isinstance(values, Mapping) and "name" in values:
+                    raise ConfigurationError(
+                        f"{where}: has a name: key, but under models: the key {key!r} is the name"
+                    )
+                entries.append((str(key), where, values))
+            return entries
+        if "rerankers" in data:
+            return _listed(data["rerankers"], label, "rerankers")
+        if "model" in data:
+            return [(_explicit_name(data, label), label, data)]
+        raise ConfigurationError(
+            f"{label}: expected {SHAPES}; got the keys {sorted(str(k) for k in data)}"
+        )
+    if isinstance(data, Sequence) and not isinstance(data, str | bytes):
+        return _listed(data, label, "")
+    found = "nothing" if data is None else f"a {type(data).__name__}"
+    raise ConfigurationError(f"{label}: expected {SHAPES}; got {found}")
+
+
+def _listed(items: object, label: str, key: str) -> list[tuple[str | None, str, object]]:
+    if not isinstance(items, Sequence) or isinstance(items, str | bytes) or not items:
+        raise ConfigurationError(
+            f"{label}: {key or 'the list'}: expected a non-empty list of configs, got {items!r:.80}"
+        )
+    return [
+        (_explicit_name(values, f"{label}: {key}[{i}]"), f"{label}: {key}[{i}]", values)
+        for i, values in enumerate(items)
+    ]
+
+
+def _explicit_name(values: object, where: str) -> str | None:
+    name = values.get("name") if isinstance(values, Mapping) else None
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise ConfigurationError(f"{where}: name must be a non-empty string, got {name!r}")
+    return name
+
+
+def _entry_config(values: object, where: str) -> RerankerConfig:
+    if isinstance(values, RerankerConfig):
+        return values
+    if not isinstance(values, Mapping):
+        raise ConfigurationError(
+            f"{where}: a config is a mapping with a model: key, got {values!r:.80}"
+        )
+    settings = {k: v for k, v in values.items() if k != "name"}
+    odd = [k for k in settings if not isinstance(k, str)]
+    if odd:
+        raise ConfigurationError(f"{where}: config keys must be strings, got {odd}")
+    if "model" not in settings:
+        raise ConfigurationError(f"{where}: a config needs model:, got the keys {sorted(settings)}")
+    try:
+        if isinstance(settings.get("api_key"), Mapping):
+            settings["api_key"] = Secret.from_dict(settings["api_key"])
+        return RerankerConfig.from_kwargs(**settings)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{where}: {exc}") from exc
+
+
+def _read_config_file(path: Path, label: str, extra: str) -> Any:
+    """The file's data: JSON for ``.json``, else YAML (a superset of JSON)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"{label}: cannot read the config file: {exc}") from exc
+    if path.suffix.lower() == ".json":
+
+        def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+            _refuse_repeats([key for key, _ in pairs], label)
+            return dict(pairs)
+
+        try:
+            return json.loads(text, object_pairs_hook=unique)
+        except json.JSONDecodeError as exc:
+            raise ConfigurationError(f"{label}: not valid JSON: {exc}") from exc
+    yaml: Any = require("yaml", extra=extra, purpose=f"reading the YAML config {label}")
+    try:
+        # PyYAML keeps the last of two equal keys; walking the node tree first refuses them.
+        _refuse_yaml_repeats(yaml.compose(text, Loader=yaml.SafeLoader), yaml, label, set())
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"{label}: not valid YAML: {' '.join(str(exc).split())}") from exc
+
+
+def _refuse_yaml_repeats(node: Any, yaml: Any, label: str, seen: set[int]) -> None:
+    if node is None or id(node) in seen:  # an alias points at a node already checked
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        keys = [k for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"]
+        _refuse_repeats([k.value for k in keys if isinstance(k, yaml.ScalarNode)], label)
+        children = [v for _, v in node.value]
+    else:
+        children = node.value if isinstance(node, yaml.SequenceNode) else []
+    for child in children:
+        _refuse_yaml_repeats(child, yaml, label, seen)
+
+
+def _refuse_repeats(keys: list[Any], label: str) -> None:
+    repeated = sorted({str(k) for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise ConfigurationError(f"{label}: the keys {repeated} are written twice in one mapping")

@@ -40,19 +40,32 @@ def export_onnx(
     torch = require("torch", extra="transformers", purpose="ONNX export")
     transformers = require("transformers", extra="transformers", purpose="ONNX export")
     require("onnx", extra="flashrank", purpose="ONNX export")
-    out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
+    from rerankit.backends.cross_encoder import refuse_generative, untrained_error
+
+    refuse_generative(model)
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(
             model, trust_remote_code=trust_remote_code
         )
-        network = transformers.AutoModelForSequenceClassification.from_pretrained(
-            model, trust_remote_code=trust_remote_code, attn_implementation="eager"
-        ).eval()
+        network, loading = transformers.AutoModelForSequenceClassification.from_pretrained(
+            model,
+            trust_remote_code=trust_remote_code,
+            attn_implementation="eager",
+            output_loading_info=True,
+        )
     except (OSError, ValueError) as exc:
         raise BackendError(f"could not load cross-encoder {model!r} for export: {exc}") from exc
+    if loading["missing_keys"]:
+        raise untrained_error(
+            model,
+            sorted(loading["missing_keys"]),
+            fix="Export a reranker checkpoint (e.g. cross-encoder/ms-marco-MiniLM-L6-v2).",
+        )
+    network.eval()
     if not tokenizer.is_fast:
         raise BackendError(f"{model!r} has no fast tokenizer (tokenizer.json); FlashRank needs one")
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
     sample = tokenizer(["a query"], ["a passage to score"], return_tensors="pt")
     names = [name for name in INPUTS if name in sample]
     axes = {name: {0: "batch", 1: "sequence"} for name in names}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -141,7 +141,7 @@ def _enum(value: Any, option: Option) -> str | None:
     return None
 
 
-_PARSERS = {
+_PARSERS: dict[str, Callable[[Any, Option], Any]] = {
     "bool": _bool,
     "int": _int,
     "float": _float,

@@ -4,6 +4,7 @@ batch reranking of large query sets with Ray Data and an actor pool (one model l
 >>> from rerankit.ray import deployment, rerank_dataset                    # doctest: +SKIP
 >>> serve.run(deployment({"bge": RerankerConfig(model="BAAI/bge-reranker-base")},
 ...                      num_replicas=2))                                   # doctest: +SKIP
+>>> serve.run(deployment("models.yaml"))  # as rerankit serve --config   # doctest: +SKIP
 >>> rerank_dataset(ray.data.from_items(rows), config, concurrency=2)       # doctest: +SKIP
 """
 
@@ -13,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from rerankit.config import RerankerConfig
+from rerankit.config import ConfigSource, RerankerConfig, load_configs
 from rerankit.errors import MissingDependencyError
 from rerankit.reranker import Reranker, best_first
 
@@ -29,17 +30,26 @@ except ImportError as exc:
 
 
 def deployment(
-    configs: Mapping[str, RerankerConfig],
+    configs: Mapping[str, RerankerConfig] | ConfigSource,
     settings: ServeSettings | None = None,
     **deployment_options: Any,
 ) -> Any:
     """A Ray Serve application serving ``configs`` by name with the same HTTP app as
-    ``rerankit serve``; ``deployment_options`` (``num_replicas``, ``autoscaling_config``,
-    ``ray_actor_options``, ...) pass through to ``serve.deployment``. Each replica loads the
-    models once and batches its own concurrent requests."""
+    ``rerankit serve``. ``configs`` maps names to :class:`RerankerConfig`, or is anything
+    :func:`rerankit.config.load_configs` reads (a YAML/JSON path, ``{models: {...}}``, a list).
+    ``deployment_options`` (``num_replicas``, ``autoscaling_config``, ``ray_actor_options``, ...)
+    pass through to ``serve.deployment``. Each replica loads the models once and batches its own
+    concurrent requests."""
     from rerankit.serve.app import ServeSettings
 
-    config_dicts = {name: config.to_dict() for name, config in configs.items()}
+    named = (
+        dict(configs)
+        if isinstance(configs, Mapping)
+        and configs
+        and all(isinstance(c, RerankerConfig) for c in configs.values())
+        else load_configs(configs)
+    )
+    config_dicts = {name: config.to_dict() for name, config in named.items()}
     settings_dict = asdict(settings if settings is not None else ServeSettings())
 
     def build_app() -> Any:

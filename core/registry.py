@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from rerankit._optional import require
 from rerankit.errors import ConfigurationError, UnknownBackendError
@@ -189,7 +189,7 @@ def load_backend_class(name: str) -> type[Backend]:
             f"{spec.module}:{spec.attribute} (backend {spec.name!r}) is not a "
             "rerankit.backends.base.Backend subclass"
         )
-    return cast("type[Backend]", loaded)
+    return loaded
 
 
 @cache

@@ -213,3 +213,26 @@ def tiny_pylate(out: Path, *, dim: int = 16) -> Path:
     }
     (out / "config_sentence_transformers.json").write_text(json.dumps(settings))
     return out
+
+
+def tiny_qwen3_causal_lm(out: Path) -> Path:
+    """A 2-layer ``Qwen3ForCausalLM`` (the architecture of Qwen3-Reranker) with a real tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(SEED)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    Qwen3ForCausalLM(config).eval().save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -25,6 +26,27 @@ def _execute(path: Path) -> str:
     return "".join(
         output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", [])
     )
+
+
+def test_notebook_helpers_score_like_rerankit_eval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The notebooks' data, BM25 and nDCG@10 are rerankit eval's: the same numbers per query."""
+    from rerankit.cli import main
+    from tests.conftest import SHARED_DATA
+
+    monkeypatch.syspath_prepend(str(FOLDER))
+    import rag_helpers
+
+    data = rag_helpers.load_set("scifact", max_queries=8)
+    bm25 = rag_helpers.BM25(data.corpus)
+    rankings = {q: [d for d, _ in bm25.search(text, 20)] for q, text in data.queries.items()}
+    out = tmp_path / "eval"
+    command = ["eval", str(SHARED_DATA / "scifact"), "--max-queries", "8", "--candidates", "20"]
+    assert main([*command, "--out", str(out)]) == 0
+    capsys.readouterr()
+    first_stage = json.loads((out / "report.json").read_text())["systems"][0]
+    assert rag_helpers.ndcg10(rankings, data.qrels) == first_stage["per_query"]["nDCG@10"]
 
 
 def test_every_notebook_is_tested() -> None:

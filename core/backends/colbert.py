@@ -15,21 +15,23 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoModel, AutoTokenizer
 
 from rerankit.backends._device import resolve_device, resolve_dtype
-from rerankit.backends.base import Backend, int_option
+from rerankit.backends.base import HUB_OPTIONS, Backend
 from rerankit.backends.colbert_layout import ColBERTLayout, read_layout
 from rerankit.batching import length_sorted_batches
 from rerankit.config import RerankerConfig
 from rerankit.errors import BackendError, ConfigurationError
+from rerankit.options import Option, OptionSchema
 from rerankit.types import Scores
 
 logger = logging.getLogger("rerankit")
+T = TypeVar("T")
 
 # Padded tokens per encoder batch; on CPU small batches measured fastest (2048 vs 8192:
 # 18.7 vs 13.1 pairs/s for 10 scifact candidates, 20.9 vs 18.1 for 100).
@@ -40,40 +42,61 @@ DEFAULT_MAX_BATCH_TOKENS_ACCELERATOR = 32768
 class ColBERTBackend(Backend):
     """Late-interaction scoring with a ColBERT, PyLate or plain encoder checkpoint.
 
-    Options override what the checkpoint says: ``query_length``, ``document_length`` (also capped
-    by ``max_length``), ``query_prefix``, ``document_prefix``, ``query_augmentation``,
-    ``attend_to_expansion_tokens``, ``skip_punctuation``; plus ``cache_size`` (documents kept,
-    default 0 = no cache), ``max_batch_tokens``, ``revision``, ``cache_dir``,
-    ``trust_remote_code``. ``normalize=True`` divides the score by the number of query tokens.
+    A score is MaxSim: the sum over query tokens of the best cosine similarity with a document
+    token (``divide_by_query_length=True`` averages instead). It has no probability form, so
+    ``normalize=True`` is refused. Options left unset take the checkpoint's own settings;
+    ``rerankit info`` lists them all.
+
+    >>> rr = Reranker("answerdotai/answerai-colbert-small-v1", cache_size=10_000)  # doctest: +SKIP
     """
 
     name: ClassVar[str] = "colbert"
-    option_names: ClassVar[frozenset[str]] = frozenset(
-        {
-            "query_length",
-            "document_length",
-            "query_prefix",
-            "document_prefix",
-            "query_augmentation",
-            "attend_to_expansion_tokens",
-            "skip_punctuation",
-            "cache_size",
-            "max_batch_tokens",
-            "revision",
-            "cache_dir",
-            "trust_remote_code",
-        }
-    )
+    scale = "maxsim"
+    options_schema: ClassVar[OptionSchema] = {
+        # Unset (None): the checkpoint's own setting (artifact.metadata or PyLate's config).
+        "query_length": Option(
+            "int", None, "query tokens with markers and [MASK] expansion; checkpoint's", minimum=1
+        ),
+        "document_length": Option(
+            "int",
+            None,
+            "document tokens with markers (capped by max_length); checkpoint's",
+            minimum=1,
+        ),
+        "query_prefix": Option("str", None, "query marker token, '' for none; checkpoint's"),
+        "document_prefix": Option("str", None, "document marker token, '' for none; checkpoint's"),
+        "query_augmentation": Option(
+            "bool", None, "pad queries with [MASK] to query_length; checkpoint's"
+        ),
+        "attend_to_expansion_tokens": Option(
+            "bool", None, "let the [MASK] expansion tokens be attended to; checkpoint's"
+        ),
+        "skip_punctuation": Option(
+            "bool", None, "drop punctuation tokens from documents; checkpoint's"
+        ),
+        "divide_by_query_length": Option(
+            "bool", False, "average MaxSim over query tokens instead of summing"
+        ),
+        "cache_size": Option("int", 0, "document embeddings kept in an LRU cache", minimum=0),
+        "max_batch_tokens": Option(
+            "int", None, "padded tokens per encoder batch; 2048 on CPU, 32768 elsewhere", minimum=1
+        ),
+        **HUB_OPTIONS,
+    }
 
     def __init__(self, config: RerankerConfig) -> None:
         super().__init__(config)
-        options = config.options
+        self.refuse_normalize(
+            "MaxSim scores have no probability form; use divide_by_query_length=True to average "
+            "over query tokens"
+        )
+        options = self.options
         folder = _local_folder(config.model, options)
         layout = read_layout(folder)
         self.format = layout.format
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
-        trust = bool(options.get("trust_remote_code", False))
+        trust = options["trust_remote_code"]
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(
                 layout.encoder_dir, trust_remote_code=trust
@@ -84,29 +107,30 @@ class ColBERTBackend(Backend):
         self.encoder = encoder.to(device=self.device, dtype=self.dtype).eval()
         self.projection = self._projection(layout)
         self._settings(layout, options)
-        default_tokens = DEFAULT_MAX_BATCH_TOKENS.get(
-            self.device.type, DEFAULT_MAX_BATCH_TOKENS_ACCELERATOR
+        self.divide_by_query_length: bool = options["divide_by_query_length"]
+        self.max_batch_tokens: int = _given(
+            options["max_batch_tokens"],
+            DEFAULT_MAX_BATCH_TOKENS.get(self.device.type, DEFAULT_MAX_BATCH_TOKENS_ACCELERATOR),
         )
-        self.max_batch_tokens = int_option(options, "max_batch_tokens", default_tokens)
-        self.cache_size = int_option(options, "cache_size", 0, minimum=0)
+        self.cache_size: int = options["cache_size"]
         self._cache: OrderedDict[str, tuple[torch.Tensor, bool]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _settings(self, layout: ColBERTLayout, options: Any) -> None:
-        def option(name: str, default: Any) -> Any:
-            return options[name] if options.get(name) is not None else default
-
-        self.query_length = int_option(options, "query_length", layout.query_length)
+    def _settings(self, layout: ColBERTLayout, options: dict[str, Any]) -> None:
+        """The checkpoint's tokenization settings, each overridden by its option when given."""
+        self.query_length = _given(options["query_length"], layout.query_length)
         self.document_length = min(
-            int_option(options, "document_length", layout.document_length), self.config.max_length
+            _given(options["document_length"], layout.document_length), self.config.max_length
         )
-        self.query_marker = self._marker(option("query_prefix", layout.query_prefix))
-        self.document_marker = self._marker(option("document_prefix", layout.document_prefix))
-        self.query_augmentation = bool(option("query_augmentation", layout.query_augmentation))
-        self.attend_to_expansion = bool(
-            option("attend_to_expansion_tokens", layout.attend_to_expansion_tokens)
+        self.query_marker = self._marker(_given(options["query_prefix"], layout.query_prefix))
+        self.document_marker = self._marker(
+            _given(options["document_prefix"], layout.document_prefix)
         )
-        skip = bool(option("skip_punctuation", bool(layout.skiplist)))
+        self.query_augmentation = _given(options["query_augmentation"], layout.query_augmentation)
+        self.attend_to_expansion = _given(
+            options["attend_to_expansion_tokens"], layout.attend_to_expansion_tokens
+        )
+        skip = _given(options["skip_punctuation"], bool(layout.skiplist))
         words = layout.skiplist or tuple("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
         self.skip_ids = self._skip_ids(words) if skip else torch.empty(0, dtype=torch.long)
         overhead = 2 + (self.query_marker is not None)
@@ -123,7 +147,7 @@ class ColBERTBackend(Backend):
             query_embeddings = self._encode_query(query)
             documents, truncated = self._document_embeddings(texts)
             values = self._maxsim(query_embeddings, documents)
-        if self.config.normalize:
+        if self.divide_by_query_length:
             values = values / query_embeddings.shape[0]
         return Scores(
             values=[float(v) for v in values.tolist()],
@@ -274,7 +298,12 @@ class ColBERTBackend(Backend):
         return torch.tensor(sorted(ids), dtype=torch.long)
 
 
-def _local_folder(model: str, options: Any) -> Path:
+def _given(value: T | None, default: T) -> T:
+    """An option's value when it was given (``None``: not passed), else ``default``."""
+    return default if value is None else value
+
+
+def _local_folder(model: str, options: dict[str, Any]) -> Path:
     """A local folder as given, else the hub snapshot (from the cache when offline)."""
     path = Path(model).expanduser()
     if path.is_dir():

@@ -1,25 +1,39 @@
 """Cross-encoder backend: any ``AutoModelForSequenceClassification`` reranker (BGE, ms-marco).
 
-Pairs are scored in length-sorted batches under a padded-token budget, under
-``torch.inference_mode()``; long passages are truncated passage-side and counted.
+Tokenizing, truncation, batching and the score head are the pair-encoder pipeline's
+(:mod:`rerankit.pipelines.pair_encoder`); this module loads the model and runs one padded batch
+under ``torch.inference_mode()``. Scores are the raw relevance log-odds (one-logit heads: the
+logit; two-logit heads: ``logit[1] - logit[0]``), or their sigmoid with ``normalize=True``.
+
+Checkpoints that would score noise are refused: a plain encoder or any checkpoint whose
+classification head (or other weights) transformers would initialise randomly (unless
+``allow_untrained_head=True``), and causal-LM / T5 rerankers, which are not classifiers.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import numpy as np
+import numpy.typing as npt
 import torch
+from tokenizers import Tokenizer
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rerankit.backends._device import resolve_device, resolve_dtype
-from rerankit.backends.base import Backend, int_option, query_token_cap
-from rerankit.backends.pairs import FlatPairs, Request, flatten, split
-from rerankit.batching import length_sorted_batches
+from rerankit.backends.base import HUB_OPTIONS, Backend, Request
 from rerankit.config import RerankerConfig
-from rerankit.errors import BackendError
+from rerankit.errors import BackendError, ConfigurationError
+from rerankit.options import Option, OptionSchema
+from rerankit.pipelines.pair_encoder import (
+    INPUT_NAMES,
+    Batch,
+    PairEncoderPipeline,
+    check_head_size,
+)
+from rerankit.registry import GENERATIVE_KINDS, generative_kind
 from rerankit.types import Scores
 
 logger = logging.getLogger("rerankit")
@@ -33,118 +47,135 @@ DEFAULT_MAX_BATCH_TOKENS_ACCELERATOR = 16384
 class CrossEncoderBackend(Backend):
     """Score (query, passage) pairs jointly with a sequence-classification model.
 
-    Options: ``max_query_length`` (query token cap, default ``max_length // 2``),
-    ``max_batch_tokens`` (padded tokens per batch; default 4096 on CPU, 16384 elsewhere),
-    ``trust_remote_code``, ``revision``, ``cache_dir``.
+    >>> from rerankit import Reranker
+    >>> rr = Reranker("cross-encoder/ms-marco-MiniLM-L6-v2")  # doctest: +SKIP
+    >>> rr.score("what is DNA?", ["DNA is a molecule", "a cat"])  # doctest: +SKIP
+
+    Options: ``max_query_length``, ``max_batch_tokens``, ``allow_untrained_head``,
+    ``revision``, ``cache_dir``, ``trust_remote_code`` (``rerankit info`` describes them).
     """
 
     name: ClassVar[str] = "cross-encoder"
-    option_names: ClassVar[frozenset[str]] = frozenset(
-        {"max_query_length", "max_batch_tokens", "trust_remote_code", "revision", "cache_dir"}
-    )
+    options_schema: ClassVar[OptionSchema] = {
+        "max_query_length": Option(
+            "int", None, "query tokens at most; max_length // 2 when unset", minimum=1
+        ),
+        "max_batch_tokens": Option(
+            "int",
+            None,
+            "padded tokens per batch; 4096 on CPU and 16384 on accelerators when unset",
+            minimum=1,
+        ),
+        "allow_untrained_head": Option(
+            "bool",
+            False,
+            "load a checkpoint whose head would be randomly initialised (scores are noise; "
+            "for tests and benchmarks)",
+        ),
+        **HUB_OPTIONS,
+    }
 
     def __init__(self, config: RerankerConfig) -> None:
         super().__init__(config)
-        options = config.options
-        load_kwargs: dict[str, Any] = {
-            "trust_remote_code": bool(options.get("trust_remote_code", False)),
-            "revision": options.get("revision"),
-            "cache_dir": options.get("cache_dir"),
-        }
+        refuse_generative(config.model)
+        load_kwargs = {name: self.options[name] for name in HUB_OPTIONS}
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(config.model, **load_kwargs)
-            model = AutoModelForSequenceClassification.from_pretrained(config.model, **load_kwargs)
+            model, loading = AutoModelForSequenceClassification.from_pretrained(
+                config.model, output_loading_info=True, **load_kwargs
+            )
         except (OSError, ValueError) as exc:
             raise BackendError(
                 f"could not load cross-encoder {config.model!r}: {exc}. Pass a local folder "
                 "or a Hugging Face hub id; offline, the model must already be in the HF cache."
             ) from exc
-        self.num_labels = int(model.config.num_labels)
-        if self.num_labels not in (1, 2):
-            raise BackendError(
-                f"{config.model!r} has a {self.num_labels}-label head; a reranker needs one logit "
-                "(relevance) or two (softmax of the positive class)"
-            )
+        self._check_trained(config.model, sorted(loading["missing_keys"]))
+        check_head_size(int(model.config.num_labels), config.model)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
-        self.max_length = self._effective_max_length(config.max_length)
-        self.special_tokens = len(self.tokenizer("", "")["input_ids"])
-        self.max_query_length = query_token_cap(options, self.max_length, self.special_tokens)
-        default_tokens = DEFAULT_MAX_BATCH_TOKENS.get(
-            self.device.type, DEFAULT_MAX_BATCH_TOKENS_ACCELERATOR
+        fast = getattr(self.tokenizer, "backend_tokenizer", None)
+        if not isinstance(fast, Tokenizer):
+            raise BackendError(
+                f"{config.model!r} has no fast tokenizer (tokenizer.json); the cross-encoder "
+                "backend needs one"
+            )
+        # Only the inputs the tokenizer gives the model (XLM-R takes no token_type_ids).
+        self.input_names = [n for n in INPUT_NAMES if n in self.tokenizer.model_input_names]
+        max_batch_tokens = self.options["max_batch_tokens"]
+        if max_batch_tokens is None:
+            max_batch_tokens = DEFAULT_MAX_BATCH_TOKENS.get(
+                self.device.type, DEFAULT_MAX_BATCH_TOKENS_ACCELERATOR
+            )
+        pad_id = self.tokenizer.pad_token_id
+        self.pipeline = PairEncoderPipeline(
+            # A copy: calls to self.tokenizer change its backend's truncation and padding.
+            Tokenizer.from_str(fast.to_str()),
+            self._forward,
+            max_length=self._effective_max_length(config.max_length),
+            max_query_length=self.options["max_query_length"],
+            batch_size=config.batch_size,
+            max_batch_tokens=max_batch_tokens,
+            pad_id=0 if pad_id is None else int(pad_id),  # padding is masked: any id works
+            normalize=config.normalize,
+            name=config.model,
         )
-        self.max_batch_tokens = int_option(options, "max_batch_tokens", default_tokens)
-        # Fast tokenizers are not safe to share between threads ("Already borrowed"),
-        # and concurrent forward passes only oversubscribe the same cores.
-        self._lock = threading.Lock()
+        self.scale = self.pipeline.scale
 
     def score(self, query: str, texts: Sequence[str]) -> Scores:
-        return self.score_many([(query, texts)])[0]
+        return self.pipeline.score_many([(query, texts)])[0]
 
-    def score_many(self, requests: Sequence[Request]) -> list[Scores]:
-        with self._lock:
-            capped = [(self._cap_query(query), texts) for query, texts in requests]
-            pairs = flatten(capped)
-            unique = list(dict.fromkeys(query for query, _ in capped))
-            ids = self.tokenizer(unique, add_special_tokens=False)["input_ids"] if unique else []
-            query_tokens = {q: len(i) for q, i in zip(unique, ids, strict=True)}
-            encoded = self.tokenizer(pairs.texts, add_special_tokens=False, verbose=False)
-            budgets = [
-                self.max_length - self.special_tokens - query_tokens[q] for q in pairs.queries
-            ]
-            text_tokens = [len(ids) for ids in encoded["input_ids"]]
-            lengths = [
-                self.max_length - budget + min(n, budget)
-                for n, budget in zip(text_tokens, budgets, strict=True)
-            ]
-            values = [0.0] * len(pairs.texts)
-            batches = length_sorted_batches(
-                lengths,
-                max_batch_size=self.config.batch_size,
-                max_batch_tokens=self.max_batch_tokens,
+    def score_many(self, requests: Sequence[Request], *, top_k: int | None = None) -> list[Scores]:
+        return self.pipeline.score_many(requests)
+
+    def _forward(self, batch: Batch) -> npt.NDArray[np.float32]:
+        inputs = {name: torch.from_numpy(batch[name]).to(self.device) for name in self.input_names}
+        with torch.inference_mode():
+            logits = self.model(**inputs).logits
+        result: npt.NDArray[np.float32] = logits.float().cpu().numpy()
+        return result
+
+    def _check_trained(self, model: str, untrained: list[str]) -> None:
+        """Refuse weights transformers had to initialise: they would make every score noise."""
+        if not untrained:
+            return
+        if not self.options["allow_untrained_head"]:
+            raise untrained_error(
+                model,
+                untrained,
+                fix="Use a reranker checkpoint (e.g. cross-encoder/ms-marco-MiniLM-L6-v2), or "
+                "pass allow_untrained_head=True to load it anyway (tests and benchmarks only).",
             )
-            with torch.inference_mode():
-                for batch in batches:
-                    for position, value in zip(batch, self._score_batch(pairs, batch), strict=True):
-                        values[position] = value
-        truncated = [n > budget for n, budget in zip(text_tokens, budgets, strict=True)]
-        return split(pairs, values, truncated, lengths, self.max_length)
-
-    def _score_batch(self, pairs: FlatPairs, batch: list[int]) -> list[float]:
-        encoded = self.tokenizer(
-            [pairs.queries[i] for i in batch],
-            [pairs.texts[i] for i in batch],
-            padding=True,
-            truncation="only_second",
-            max_length=self.max_length,
-            return_tensors="pt",
-        ).to(self.device)
-        logits = self.model(**encoded).logits.float()
-        if self.num_labels == 2:
-            scores = torch.softmax(logits, dim=-1)[:, 1]
-        else:
-            scores = logits[:, 0]
-            if self.config.normalize:
-                scores = torch.sigmoid(scores)
-        return [float(s) for s in scores.cpu().tolist()]
-
-    def _cap_query(self, query: str) -> str:
-        if self.tokenizer.is_fast:  # cut the text at a token boundary, keeping it verbatim
-            encoded = self.tokenizer(query, add_special_tokens=False, return_offsets_mapping=True)
-            if len(encoded["input_ids"]) <= self.max_query_length:
-                return query
-            capped = query[: encoded["offset_mapping"][self.max_query_length - 1][1]]
-            logger.warning("query truncated to max_query_length=%d tokens", self.max_query_length)
-            return capped
-        ids = self.tokenizer(query, add_special_tokens=False)["input_ids"]
-        if len(ids) <= self.max_query_length:
-            return query
-        logger.warning("query truncated to max_query_length=%d tokens", self.max_query_length)
-        return str(self.tokenizer.decode(ids[: self.max_query_length]))
+        logger.warning(
+            "%s: %s are randomly initialised (allow_untrained_head=True); scores are noise",
+            model,
+            untrained,
+        )
 
     def _effective_max_length(self, requested: int) -> int:
-        limit = getattr(self.tokenizer, "model_max_length", None)
+        limit: Any = getattr(self.tokenizer, "model_max_length", None)
         if isinstance(limit, int) and 0 < limit < requested:
             return limit
         return requested
+
+
+def refuse_generative(model: str) -> None:
+    """Raise when ``model`` is a causal-LM, T5 or vision-language reranker, not a classifier."""
+    kind = generative_kind(model)
+    if kind is not None:
+        raise ConfigurationError(
+            f"{model!r} is {GENERATIVE_KINDS[kind]}, which the cross-encoder backend cannot run "
+            "(nor rerankit export): loaded as a sequence classifier it gets a randomly "
+            "initialised head and scores noise. Pick a cross-encoder (e.g. "
+            "BAAI/bge-reranker-v2-m3) for now."
+        )
+
+
+def untrained_error(model: str, untrained: Sequence[str], *, fix: str) -> ConfigurationError:
+    """The error for weights transformers would initialise randomly, naming them."""
+    return ConfigurationError(
+        f"{model!r} has no trained weights for {list(untrained)}: transformers would initialise "
+        "them randomly and every score would be noise. It is not a cross-encoder (a plain "
+        "encoder such as all-MiniLM-L6-v2, or a checkpoint saved without its classification "
+        f"head). {fix}"
+    )

@@ -1,4 +1,23 @@
-"""Wire formats of rerank services that speak (nearly) the Jina shape, one small table each."""
+"""Wire formats of rerank services that speak (nearly) the Jina shape, one small table each.
+
+What each service's score is, and so what ``normalize`` does (``RankResult.scale``):
+
+=========  =====================================  ==========================================
+dialect    normalize=False                        normalize=True
+=========  =====================================  ==========================================
+tei        ``raw_scores: true``: the model's      ``raw_scores: false``: TEI's sigmoid of the
+           logit (``"logit"``)                    logit (``"probability"``)
+infinity   ``raw_scores: true``: the model's      ``raw_scores: false``: infinity's sigmoid
+           logit (``"logit"``)                    (``"probability"``)
+cohere     ``relevance_score`` as returned        the same numbers: Cohere documents them as
+           (``"service"``); there is no raw form  normalised to [0, 1] (``"probability"``)
+jina       ``relevance_score`` as returned        refused: the Jina API has no raw/normalised
+           (``"service"``); there is no raw form  switch, and its scores are not probabilities
+                                                  for every model it serves (jina-reranker-v3
+                                                  returns a cosine in [-1, 1], the jina-colbert
+                                                  models a late-interaction sum)
+=========  =====================================  ==========================================
+"""
 
 from __future__ import annotations
 
@@ -6,12 +25,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rerankit.errors import ConfigurationError
-
 
 @dataclass(frozen=True, slots=True)
 class Dialect:
-    """How one service family names its endpoint, fields and usage figures."""
+    """How one service family names its endpoint, fields and usage figures, and what it scores."""
 
     name: str
     default_base_url: str | None
@@ -24,16 +41,33 @@ class Dialect:
     usage_fields: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     extra_body: Mapping[str, Any] = field(default_factory=dict)
     sends_model: bool = True
+    # The boolean body field asking for the model's raw logits (true) or their sigmoid (false);
+    # None: the service returns its own relevance score only.
+    raw_scores_field: str | None = None
+    # Without raw scores: whether the service documents its score as a probability in [0, 1].
+    relevance_is_probability: bool = False
 
-    def body(self, model: str, query: str, documents: Sequence[str]) -> dict[str, Any]:
-        """The JSON body asking for a score for every document."""
+    def body(
+        self, model: str, query: str, documents: Sequence[str], *, normalize: bool
+    ) -> dict[str, Any]:
+        """The JSON body asking for a score for every document (raw unless ``normalize``)."""
         body: dict[str, Any] = {"query": query, self.documents_field: list(documents)}
         if self.sends_model:
             body["model"] = model
         if self.top_n_field is not None:
             body[self.top_n_field] = len(documents)
+        if self.raw_scores_field is not None:
+            body[self.raw_scores_field] = not normalize
         body.update(self.extra_body)
         return body
+
+    def scale(self, normalize: bool) -> str | None:
+        """What the scores are (see ``rerankit.backends.base.SCALES``); None: not available."""
+        if not normalize:
+            return "service" if self.raw_scores_field is None else "logit"
+        if self.raw_scores_field is not None or self.relevance_is_probability:
+            return "probability"
+        return None
 
     def usage(self, payload: Any) -> dict[str, float]:
         """Billed usage figures found in the response, by rerankit's name for them."""
@@ -73,6 +107,7 @@ DIALECTS: dict[str, Dialect] = {
             api_key_env=None,
             usage_fields={"total_tokens": ("usage", "total_tokens")},
             extra_body={"return_documents": False},
+            raw_scores_field="raw_scores",
         ),
         Dialect(  # Cohere v2: `top_n` (never `top_k`), usage in billed search units
             name="cohere",
@@ -84,6 +119,7 @@ DIALECTS: dict[str, Dialect] = {
             results_field="results",
             api_key_env="CO_API_KEY",
             usage_fields={"search_units": ("meta", "billed_units", "search_units")},
+            relevance_is_probability=True,
         ),
         Dialect(  # text-embeddings-inference: `texts`, a bare list of {index, score}
             name="tei",
@@ -94,18 +130,9 @@ DIALECTS: dict[str, Dialect] = {
             top_n_field=None,
             results_field=None,
             api_key_env=None,
-            extra_body={"raw_scores": False, "return_text": False},
+            extra_body={"return_text": False},
             sends_model=False,
+            raw_scores_field="raw_scores",
         ),
     )
 }
-
-
-def get_dialect(name: str) -> Dialect:
-    """The dialect called ``name``, or a :class:`ConfigurationError` listing the valid ones."""
-    try:
-        return DIALECTS[name.lower()]
-    except KeyError:
-        raise ConfigurationError(
-            f"unknown dialect {name!r}; valid dialects are {sorted(DIALECTS)}"
-        ) from None

@@ -1,9 +1,16 @@
 """FlashRank backend: FlashRank's ONNX model folders on ONNX Runtime, no torch at run time.
 
+Tokenizing, truncation, batching and the score head are the pair-encoder pipeline's
+(:mod:`rerankit.pipelines.pair_encoder`), shared with the cross-encoder backend, so a
+cross-encoder folder and its ``rerankit export`` score the same pairs on the same scale.
 Unlike FlashRank's own ``Ranker``: length-sorted batches (it runs every passage in one pass),
-a choice of execution providers and thread counts, inputs never mutated, truncation reported.
-Scores follow FlashRank: the sigmoid of one-logit models (the raw logit with
-``normalize=False``), the softmax positive class of two-logit models.
+a query cap, passage-side truncation that is reported, a choice of execution providers and
+thread counts, and inputs never mutated.
+
+Scores are the raw relevance log-odds by default, like every backend (one-logit models: the
+logit; two-logit models: ``logit[1] - logit[0]``); ``normalize=True`` gives the probability
+FlashRank's ``Ranker`` reports (the sigmoid, equal to the softmax of the positive class).
+FlashRank's published folders used to default to that probability here.
 """
 
 from __future__ import annotations
@@ -11,23 +18,30 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
+import shutil
+import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 import onnxruntime as ort
 from tokenizers import AddedToken, Tokenizer
 
-from rerankit.backends.base import Backend, int_option, query_token_cap
-from rerankit.backends.pairs import Request, flatten, split
-from rerankit.batching import length_sorted_batches
+from rerankit.backends.base import Backend, Request
 from rerankit.config import RerankerConfig
 from rerankit.errors import BackendError, ConfigurationError
+from rerankit.options import Option, OptionSchema
+from rerankit.pipelines.pair_encoder import (
+    INPUT_NAMES,
+    Batch,
+    PairEncoderPipeline,
+    check_head_size,
+)
 from rerankit.registry import FLASHRANK_FILES
 from rerankit.types import Scores
 
@@ -37,106 +51,106 @@ FLASHRANK_URL = "https://huggingface.co/prithivida/flashrank/resolve/main/{}.zip
 DEFAULT_CACHE = (
     Path(os.environ.get("RERANKIT_CACHE", Path.home() / ".cache" / "rerankit")) / "flashrank"
 )
-DEFAULT_MAX_BATCH_TOKENS = 8192
+# Seconds a download may wait for the server to answer or send more (not for the whole file).
+DOWNLOAD_TIMEOUT = 60.0
 
 
 class FlashRankBackend(Backend):
     """Score pairs with an ONNX cross-encoder folder (FlashRank's, or one ``rerankit export`` made).
 
     ``model`` is a folder, or a FlashRank model name looked up in ``cache_dir`` (and downloaded
-    there when the network allows). Options: ``cache_dir``, ``model_file``, ``providers``,
-    ``intra_op_num_threads``, ``inter_op_num_threads``, ``max_query_length``, ``max_batch_tokens``.
+    there when the network allows).
+
+    >>> from rerankit import Reranker
+    >>> rr = Reranker("ms-marco-TinyBERT-L-2-v2", backend="flashrank")  # doctest: +SKIP
+    >>> rr.score("what is DNA?", ["DNA is a molecule", "a cat"])  # doctest: +SKIP
     """
 
     name: ClassVar[str] = "flashrank"
-    option_names: ClassVar[frozenset[str]] = frozenset(
-        {
-            "cache_dir",
-            "model_file",
-            "providers",
-            "intra_op_num_threads",
-            "inter_op_num_threads",
-            "max_query_length",
-            "max_batch_tokens",
-        }
-    )
+    options_schema: ClassVar[OptionSchema] = {
+        "cache_dir": Option(
+            "str",
+            None,
+            "where FlashRank folders are looked up and downloaded to; "
+            "$RERANKIT_CACHE/flashrank (~/.cache/rerankit/flashrank) when unset",
+        ),
+        "model_file": Option(
+            "str", None, "the .onnx file to run; the folder's only one when unset"
+        ),
+        "providers": Option(
+            "list", None, 'ONNX Runtime execution providers; ["CPUExecutionProvider"] when unset'
+        ),
+        "intra_op_num_threads": Option(
+            "int",
+            None,
+            "ONNX Runtime threads within an operator; its default when unset",
+            minimum=0,
+        ),
+        "inter_op_num_threads": Option(
+            "int", None, "ONNX Runtime threads across operators; its default when unset", minimum=0
+        ),
+        "max_query_length": Option(
+            "int", None, "query tokens at most; max_length // 2 when unset", minimum=1
+        ),
+        "max_batch_tokens": Option("int", 8192, "padded tokens per batch", minimum=1),
+    }
 
     def __init__(self, config: RerankerConfig) -> None:
         super().__init__(config)
-        options = config.options
-        self.folder = _locate(config.model, Path(options.get("cache_dir") or DEFAULT_CACHE))
-        model_file = self.folder / _model_file(self.folder, config.model, options.get("model_file"))
-        self.session = ort.InferenceSession(
-            str(model_file), sess_options=_session_options(options), providers=_providers(options)
+        cache_dir = self.options["cache_dir"]
+        self.folder = _locate(
+            config.model, DEFAULT_CACHE if cache_dir is None else Path(cache_dir).expanduser()
         )
-        self.input_names = {i.name for i in self.session.get_inputs()}
-        self.tokenizer, self.pad_id, limit = _tokenizer(self.folder)
-        self.max_length = min(config.max_length, limit)
-        self.special_tokens = len(self.tokenizer.encode("", "").ids)
-        self.max_query_length = query_token_cap(options, self.max_length, self.special_tokens)
-        self.tokenizer.enable_truncation(self.max_length, strategy="only_second")
-        self.max_batch_tokens = int_option(options, "max_batch_tokens", DEFAULT_MAX_BATCH_TOKENS)
-        self._lock = threading.Lock()  # one tokenizer, whose truncation state is shared
+        model_file = self.folder / _model_file(
+            self.folder, config.model, self.options["model_file"]
+        )
+        self.session = ort.InferenceSession(
+            str(model_file),
+            sess_options=_session_options(self.options),
+            providers=_providers(self.options["providers"]),
+        )
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        unknown = sorted(set(self.input_names) - set(INPUT_NAMES))
+        if unknown:
+            raise BackendError(
+                f"{model_file} takes inputs {unknown}; a pair encoder takes {INPUT_NAMES}"
+            )
+        shape = self.session.get_outputs()[0].shape
+        if shape and isinstance(shape[-1], int):  # a symbolic size is checked on the first batch
+            check_head_size(shape[-1], str(model_file))
+        tokenizer, pad_id, limit = _tokenizer(self.folder)
+        self.pipeline = PairEncoderPipeline(
+            tokenizer,
+            self._forward,
+            max_length=min(config.max_length, limit),
+            max_query_length=self.options["max_query_length"],
+            batch_size=config.batch_size,
+            max_batch_tokens=self.options["max_batch_tokens"],
+            pad_id=pad_id,
+            normalize=config.normalize,
+            name=str(model_file),
+        )
+        self.scale = self.pipeline.scale
 
     def score(self, query: str, texts: Sequence[str]) -> Scores:
-        return self.score_many([(query, texts)])[0]
+        return self.pipeline.score_many([(query, texts)])[0]
 
-    def score_many(self, requests: Sequence[Request]) -> list[Scores]:
-        with self._lock:
-            pairs = flatten([(self._cap_query(query), texts) for query, texts in requests])
-            encodings = self.tokenizer.encode_batch(
-                list(zip(pairs.queries, pairs.texts, strict=True))
-            )
-        lengths = [len(e.ids) for e in encodings]
-        values = [0.0] * len(encodings)
-        for batch in length_sorted_batches(
-            lengths, max_batch_size=self.config.batch_size, max_batch_tokens=self.max_batch_tokens
-        ):
-            for position, value in zip(
-                batch, self._run([encodings[i] for i in batch]), strict=True
-            ):
-                values[position] = value
-        truncated = [bool(e.overflowing) for e in encodings]
-        return split(pairs, values, truncated, lengths, self.max_length)
+    def score_many(self, requests: Sequence[Request], *, top_k: int | None = None) -> list[Scores]:
+        return self.pipeline.score_many(requests)
 
-    def _run(self, encodings: list[Any]) -> list[float]:
-        width = max(len(e.ids) for e in encodings)
-        ids = np.full((len(encodings), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(encodings), width), dtype=np.int64)
-        types = np.zeros((len(encodings), width), dtype=np.int64)
-        for row, e in enumerate(encodings):
-            ids[row, : len(e.ids)] = e.ids
-            mask[row, : len(e.ids)] = 1
-            types[row, : len(e.ids)] = e.type_ids
-        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        logits = np.asarray(
-            self.session.run(None, {k: v for k, v in feed.items() if k in self.input_names})[0],
-            dtype=np.float64,
-        )
-        if logits.ndim == 1 or logits.shape[1] == 1:
-            scores = logits.reshape(-1)
-            if self.config.normalize is not False:  # FlashRank's convention: the sigmoid
-                scores = 1 / (1 + np.exp(-scores))
-        elif logits.shape[1] == 2:
-            shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-            scores = shifted[:, 1] / shifted.sum(axis=1)
-        else:
-            raise BackendError(
-                f"{self.folder}: the ONNX model returns {logits.shape[1]} logits per pair; "
-                "a reranker needs one or two"
-            )
-        return [float(s) for s in scores]
-
-    def _cap_query(self, query: str) -> str:
-        encoding = self.tokenizer.encode(query, add_special_tokens=False)
-        if len(encoding.ids) <= self.max_query_length:
-            return query
-        logger.warning("query truncated to max_query_length=%d tokens", self.max_query_length)
-        return query[: encoding.offsets[self.max_query_length - 1][1]]
+    def _forward(self, batch: Batch) -> npt.NDArray[np.float32]:
+        feed = {name: batch[name] for name in self.input_names}
+        logits: npt.NDArray[np.float32] = self.session.run(None, feed)[0]
+        return logits
 
 
 def _locate(model: str, cache_dir: Path) -> Path:
-    """The model folder: a path as given, or ``cache_dir/<name>`` (downloaded if allowed)."""
+    """The model folder: a path as given, or ``cache_dir/<name>`` (downloaded if allowed).
+
+    A download is unpacked in a temporary folder inside ``cache_dir`` and renamed into place
+    in one step, so a folder in the cache is always complete; when several processes download
+    the same model at once, the first rename wins and the others use its folder.
+    """
     path = Path(model).expanduser()
     if path.is_dir():
         return path
@@ -153,9 +167,25 @@ def _locate(model: str, cache_dir: Path) -> Path:
         raise BackendError(f"{model!r} is not in {cache_dir} and HF_HUB_OFFLINE=1; {where}")
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        archive, _ = urllib.request.urlretrieve(FLASHRANK_URL.format(model))
-        with zipfile.ZipFile(archive) as zipped:
-            zipped.extractall(cache_dir)
+        with tempfile.TemporaryDirectory(dir=cache_dir, prefix=f".{model}.") as scratch:
+            archive = Path(scratch) / "model.zip"
+            url = FLASHRANK_URL.format(model)
+            with (
+                urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response,
+                archive.open("wb") as out,
+            ):
+                shutil.copyfileobj(response, out, 1 << 20)
+            with zipfile.ZipFile(archive) as zipped:
+                zipped.extractall(Path(scratch) / "unpacked")
+            unpacked = Path(scratch) / "unpacked" / model
+            if not unpacked.is_dir():
+                raise BackendError(f"{url} holds no {model}/ folder; {where}")
+            try:
+                unpacked.rename(folder)
+            except OSError:
+                if not folder.is_dir():
+                    raise
+                logger.info("%s was downloaded by another process meanwhile; using it", folder)
     except (OSError, urllib.error.URLError, zipfile.BadZipFile) as exc:
         raise BackendError(f"could not download {model!r} ({exc}); {where}") from exc
     return folder
@@ -178,7 +208,7 @@ def _model_file(folder: Path, model: str, chosen: str | None) -> str:
 
 
 def _tokenizer(folder: Path) -> tuple[Tokenizer, int, int]:
-    """The folder's tokenizer set up as FlashRank does; also the pad id and the length limit."""
+    """The folder's tokenizer with FlashRank's special tokens; also the pad id and length limit."""
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         tokenizer_config = json.loads(
@@ -197,7 +227,6 @@ def _tokenizer(folder: Path) -> tuple[Tokenizer, int, int]:
                 tokenizer.add_special_tokens([token])
             elif isinstance(token, dict):
                 tokenizer.add_special_tokens([AddedToken(**token)])
-    tokenizer.no_padding()
     limit = tokenizer_config.get("model_max_length")
     pad_id = config.get("pad_token_id")
     return (
@@ -207,8 +236,8 @@ def _tokenizer(folder: Path) -> tuple[Tokenizer, int, int]:
     )
 
 
-def _providers(options: Any) -> list[str]:
-    providers = options.get("providers") or ["CPUExecutionProvider"]
+def _providers(chosen: list[str] | None) -> list[str]:
+    providers = ["CPUExecutionProvider"] if chosen is None else chosen
     available = set(ort.get_available_providers())
     missing = [p for p in providers if p not in available]
     if missing:
@@ -216,12 +245,12 @@ def _providers(options: Any) -> list[str]:
             f"ONNX Runtime providers {missing} are not available here; "
             f"available: {sorted(available)}"
         )
-    return list(providers)
+    return providers
 
 
-def _session_options(options: Any) -> ort.SessionOptions:
+def _session_options(options: Mapping[str, Any]) -> ort.SessionOptions:
     session = ort.SessionOptions()
     for name in ("intra_op_num_threads", "inter_op_num_threads"):
-        if options.get(name) is not None:
-            setattr(session, name, int_option(options, name, 0, minimum=0))
+        if options[name] is not None:
+            setattr(session, name, options[name])
     return session

@@ -1,9 +1,10 @@
 """Remote backend: the Jina rerank API and services that speak its shape (see ``dialects``).
 
-One long-lived ``httpx.Client`` / ``httpx.AsyncClient`` per backend. Large candidate sets are
-split into chunks (documents and approximate tokens per request), sent with bounded concurrency,
-retried with exponential backoff and jitter where retrying can help, validated, and merged back
-into input order. A circuit breaker stops calling a service that keeps failing.
+One long-lived ``httpx.Client`` per backend, and one ``httpx.AsyncClient`` per event loop that
+uses it (closed with that loop). Large candidate sets are split into chunks (documents and
+approximate tokens per request), sent with bounded concurrency, retried with exponential backoff
+and jitter where retrying can help, validated, and merged back into input order. A circuit
+breaker (:mod:`rerankit.backends.circuit`) stops calling a service that keeps failing.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import asyncio
 import logging
 import math
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import httpx
 from tenacity import (
@@ -28,14 +29,13 @@ from tenacity import (
     wait_random,
 )
 
-from rerankit.backends.base import Backend, int_option, number_option
+from rerankit.backends.base import Backend, Request
 from rerankit.backends.circuit import CircuitBreaker
-from rerankit.backends.dialects import Dialect, get_dialect
+from rerankit.backends.dialects import DIALECTS, Dialect
 from rerankit.config import RerankerConfig
 from rerankit.errors import (
     AuthenticationError,
     BadRequestError,
-    CircuitOpenError,
     ConfigurationError,
     InvalidResponseError,
     RateLimitError,
@@ -43,47 +43,81 @@ from rerankit.errors import (
     RemoteError,
     RemoteTimeoutError,
     ServerError,
-    ServiceUnavailableError,
 )
+from rerankit.options import Option, OptionSchema
 from rerankit.secrets import Secret
 from rerankit.types import Scores
 
 logger = logging.getLogger("rerankit")
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 BYTES_PER_TOKEN = 4  # a rough, model-free token estimate: UTF-8 bytes / 4
 
-DEFAULTS: dict[str, Any] = {
-    "dialect": "jina",
-    "base_url": None,
-    "timeout": 30.0,
-    "connect_timeout": 5.0,
-    "max_documents_per_request": 512,
-    "max_request_tokens": 200_000,
-    "max_document_tokens": 8192,
-    "max_concurrency": 4,
-    "max_retries": 3,
-    "backoff_initial": 0.5,
-    "backoff_max": 8.0,
-    "max_retry_after": 30.0,
-    "failure_threshold": 5,
-    "reset_after": 30.0,
-    "price_per_million_tokens": None,
-}
+Answer = tuple[list[float], dict[str, float]]  # one chunk's scores and usage figures
+
+
+class _Plan(NamedTuple):
+    """One request, truncated and split into the chunks sent as separate calls."""
+
+    query: str
+    documents: list[str]
+    chunks: list[range]
+    truncated: int
+
+
+class _LoopClient(NamedTuple):
+    """The AsyncClient of one event loop, and the async generator that closes it with the loop."""
+
+    client: httpx.AsyncClient
+    closer: AsyncGenerator[None, None]
 
 
 class JinaBackend(Backend):
     """Score documents with a remote rerank service (Jina, infinity, Cohere v2, TEI dialects).
 
-    Options (all JSON-safe): ``dialect``, ``base_url``, ``timeout``, ``connect_timeout``,
-    ``max_documents_per_request``, ``max_request_tokens``, ``max_document_tokens``,
-    ``max_concurrency``, ``max_retries``, ``backoff_initial``, ``backoff_max``,
-    ``max_retry_after``, ``failure_threshold``, ``reset_after``, ``price_per_million_tokens``.
+    >>> rr = Reranker("BAAI/bge-reranker-base", backend="jina", dialect="tei",
+    ...               base_url="http://localhost:8080")                   # doctest: +SKIP
+    >>> rr.rank("what is rerankit?", ["a reranker", "a cat"]).scale        # doctest: +SKIP
+    'logit'
+
+    ``normalize`` follows the dialect (see :mod:`rerankit.backends.dialects`): TEI and infinity
+    return the model's logit or, with ``normalize=True``, its sigmoid; Cohere and Jina return
+    the service's own ``relevance_score`` (scale ``"service"``), which Cohere documents as a
+    probability (so ``normalize=True`` is allowed there, and refused for Jina).
     """
 
     name: ClassVar[str] = "jina"
     remote: ClassVar[bool] = True
-    option_names: ClassVar[frozenset[str]] = frozenset(DEFAULTS)
+    options_schema: ClassVar[OptionSchema] = {
+        "dialect": Option(
+            "enum", "jina", "wire format of the service", choices=tuple(sorted(DIALECTS))
+        ),
+        "base_url": Option("str", None, "service URL; the dialect's public endpoint when unset"),
+        "timeout": Option("float", 30.0, "seconds to wait for an answer", minimum=0.001),
+        "connect_timeout": Option("float", 5.0, "seconds to wait for a connection", minimum=0.001),
+        "max_documents_per_request": Option("int", 512, "documents per call at most", minimum=1),
+        "max_request_tokens": Option(
+            "int", 200_000, "approximate tokens per call at most", minimum=1
+        ),
+        "max_document_tokens": Option(
+            "int", 8192, "approximate tokens per document; longer ones are cut", minimum=1
+        ),
+        "max_concurrency": Option("int", 4, "calls in flight at once at most", minimum=1),
+        "max_retries": Option("int", 3, "retries of a 429, 5xx, timeout or lost call", minimum=0),
+        "backoff_initial": Option("float", 0.5, "first retry delay in seconds", minimum=0),
+        "backoff_max": Option("float", 8.0, "longest retry delay in seconds", minimum=0),
+        "max_retry_after": Option(
+            "float", 30.0, "longest Retry-After waited for, in seconds", minimum=0
+        ),
+        "failure_threshold": Option(
+            "int", 5, "consecutive failed calls that open the circuit", minimum=1
+        ),
+        "reset_after": Option(
+            "float", 30.0, "seconds the circuit stays open before a trial call", minimum=0
+        ),
+        "price_per_million_tokens": Option(
+            "float", None, "adds usage['cost'] from the billed tokens", minimum=0
+        ),
+    }
 
     def __init__(
         self,
@@ -93,9 +127,17 @@ class JinaBackend(Backend):
         async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(config)
-        options = config.options
-        self.dialect: Dialect = get_dialect(str(options.get("dialect") or DEFAULTS["dialect"]))
-        base_url = options.get("base_url") or self.dialect.default_base_url
+        options = self.options
+        self.dialect: Dialect = DIALECTS[options["dialect"]]
+        scale = self.dialect.scale(config.normalize)
+        if scale is None:
+            raise ConfigurationError(
+                f"normalize=True is not available on the {self.dialect.name!r} dialect: the "
+                "service returns its own relevance_score, which is not a probability for every "
+                "model it serves; use normalize=False (scale 'service')"
+            )
+        self.scale = scale
+        base_url = options["base_url"] or self.dialect.default_base_url
         if not base_url:
             raise ConfigurationError(
                 f"the {self.dialect.name!r} dialect has no public endpoint; pass "
@@ -103,40 +145,26 @@ class JinaBackend(Backend):
             )
         self.base_url = str(base_url).rstrip("/")
         self._key = self._api_key(config.api_key, base_url == self.dialect.default_base_url)
-        self.max_documents = _int(options, "max_documents_per_request")
-        self.max_request_tokens = _int(options, "max_request_tokens")
-        self.max_document_tokens = _int(options, "max_document_tokens")
-        self.max_concurrency = _int(options, "max_concurrency")
-        self.max_retries = _int(options, "max_retries", minimum=0)
-        self.max_retry_after = _number(options, "max_retry_after")
-        initial = _number(options, "backoff_initial")
+        initial = options["backoff_initial"]
         self._backoff = wait_exponential(
-            multiplier=initial, max=_number(options, "backoff_max")
+            multiplier=initial, max=options["backoff_max"]
         ) + wait_random(0, initial)
-        price = options.get("price_per_million_tokens")
-        self.price_per_million_tokens = (
-            None if price is None else number_option(options, "price_per_million_tokens", 0.0)
-        )
         self.circuit = CircuitBreaker(
-            failure_threshold=_int(options, "failure_threshold"),
-            reset_after=_number(options, "reset_after"),
+            failure_threshold=options["failure_threshold"],
+            reset_after=options["reset_after"],
+            name=self.base_url,
         )
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._key is not None:
             headers["Authorization"] = f"Bearer {self._key}"
-        timeout = httpx.Timeout(
-            _number(options, "timeout", minimum=0.001),
-            connect=_number(options, "connect_timeout", minimum=0.001),
-        )
         self._client_args: dict[str, Any] = {
             "base_url": self.base_url,
             "headers": headers,
-            "timeout": timeout,
+            "timeout": httpx.Timeout(options["timeout"], connect=options["connect_timeout"]),
         }
         self._client = httpx.Client(transport=transport, **self._client_args)
         self._async_transport = async_transport
-        self._async_client: httpx.AsyncClient | None = None
-        self._async_loop: asyncio.AbstractEventLoop | None = None
+        self._async_clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
         self._async_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -148,91 +176,87 @@ class JinaBackend(Backend):
     def score(self, query: str, texts: Sequence[str]) -> Scores:
         return self.score_many([(query, texts)])[0]
 
-    def score_many(self, requests: Sequence[tuple[str, Sequence[str]]]) -> list[Scores]:
-        """Every request's chunks as concurrent calls, at most ``max_concurrency`` at a time."""
-        plans = []
-        for query, texts in requests:
-            documents, truncated = self._truncate(texts)
-            plans.append((query, documents, self._chunks(documents), truncated, len(texts)))
-        calls = [
-            (query, documents, chunk) for query, documents, chunks, *_ in plans for chunk in chunks
-        ]
+    def score_many(self, requests: Sequence[Request], *, top_k: int | None = None) -> list[Scores]:
+        """Every request's chunks as concurrent calls, at most ``max_concurrency`` at a time.
+
+        ``top_k`` is not used: the service scores every document on its own, whatever is kept.
+        """
+        plans = [self._plan(query, texts) for query, texts in requests]
+        calls = [(plan, chunk) for plan in plans for chunk in plan.chunks]
         if len(calls) <= 1:
-            answers = [self._call(*call) for call in calls]
+            answers = [self._call(plan, chunk) for plan, chunk in calls]
         else:
-            with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(calls))) as pool:
-                answers = list(pool.map(lambda call: self._call(*call), calls))
-        results, start = [], 0
-        for _, _, chunks, truncated, count in plans:
-            results.append(
-                self._merge(count, chunks, answers[start : start + len(chunks)], truncated)
-            )
-            start += len(chunks)
-        return results
+            workers = min(self.options["max_concurrency"], len(calls))
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(self._call, plan, chunk) for plan, chunk in calls]
+                try:
+                    answers = [future.result() for future in futures]
+                except BaseException:  # the requests fail: do not send the calls still queued
+                    for future in futures:
+                        future.cancel()
+                    raise
+        return self._merged(plans, answers)
 
-    async def ascore(self, query: str, texts: Sequence[str]) -> Scores:
-        documents, truncated = self._truncate(texts)
-        chunks = self._chunks(documents)
-        client = self._get_async_client()
-        limit = asyncio.Semaphore(self.max_concurrency)
+    async def ascore_many(
+        self, requests: Sequence[Request], *, top_k: int | None = None
+    ) -> list[Scores]:
+        """Async :meth:`score_many`: every request's chunks concurrently on this loop's client."""
+        plans = [self._plan(query, texts) for query, texts in requests]
+        client = await self._async_client()
+        limit = asyncio.Semaphore(self.options["max_concurrency"])
 
-        async def bounded(chunk: range) -> tuple[list[float], dict[str, float]]:
+        async def bounded(plan: _Plan, chunk: range) -> Answer:
             async with limit:
-                return await self._acall(client, query, documents, chunk)
+                return await self._acall(client, plan, chunk)
 
-        answers = await asyncio.gather(*(bounded(c) for c in chunks))
-        return self._merge(len(texts), chunks, list(answers), truncated)
+        tasks = [
+            asyncio.ensure_future(bounded(plan, chunk)) for plan in plans for chunk in plan.chunks
+        ]
+        try:
+            answers = await asyncio.gather(*tasks)
+        except BaseException:  # the requests fail: stop the calls still waiting or in flight
+            for task in tasks:
+                task.cancel()
+            raise
+        return self._merged(plans, list(answers))
 
     def close(self) -> None:
         self._client.close()
-        client, self._async_client = self._async_client, None
-        if client is not None and self._async_loop is not None and not self._async_loop.is_closed():
-            if self._async_loop.is_running():
-                self._async_loop.call_soon_threadsafe(
-                    lambda: asyncio.ensure_future(client.aclose())
-                )
-            else:
-                self._async_loop.run_until_complete(client.aclose())
+        self._release_async_clients(current=None)
+        super().close()
 
     async def aclose(self) -> None:
         self._client.close()
-        client, self._async_client = self._async_client, None
-        if client is not None:
-            await client.aclose()
+        closer = self._release_async_clients(current=asyncio.get_running_loop())
+        if closer is not None:
+            await closer.aclose()
+        super().close()
 
     # -- one request -----------------------------------------------------------------------
 
-    def _call(
-        self, query: str, documents: list[str], chunk: range
-    ) -> tuple[list[float], dict[str, float]]:
-        self._check_circuit()
-        body = self.dialect.body(self.config.model, query, documents[chunk.start : chunk.stop])
-        try:
+    def _call(self, plan: _Plan, chunk: range) -> Answer:
+        body = self._body(plan, chunk)
+        with self.circuit.trial():
             for attempt in Retrying(**self._retry_policy()):
                 with attempt, self._transport_errors():
                     response = self._client.post(self.dialect.path, json=body)
                     answer = self._parse(response, len(chunk))
-        except ServiceUnavailableError:
-            self.circuit.record_failure()
-            raise
-        self.circuit.record_success()
         return answer
 
-    async def _acall(
-        self, client: httpx.AsyncClient, query: str, documents: list[str], chunk: range
-    ) -> tuple[list[float], dict[str, float]]:
-        self._check_circuit()
-        body = self.dialect.body(self.config.model, query, documents[chunk.start : chunk.stop])
-        try:
+    async def _acall(self, client: httpx.AsyncClient, plan: _Plan, chunk: range) -> Answer:
+        body = self._body(plan, chunk)
+        with self.circuit.trial():  # records cancellation too: CancelledError passes its finally
             async for attempt in AsyncRetrying(**self._retry_policy()):
                 with attempt, self._transport_errors():
                     response = await client.post(self.dialect.path, json=body)
                     answer = self._parse(response, len(chunk))
-        except ServiceUnavailableError:
-            self.circuit.record_failure()
-            raise
-        self.circuit.record_success()
         return answer
+
+    def _body(self, plan: _Plan, chunk: range) -> dict[str, Any]:
+        documents = plan.documents[chunk.start : chunk.stop]
+        return self.dialect.body(
+            self.config.model, plan.query, documents, normalize=self.config.normalize
+        )
 
     @contextmanager
     def _transport_errors(self) -> Iterator[None]:
@@ -248,11 +272,15 @@ class JinaBackend(Backend):
                 f"{self.base_url}: connection failed "
                 f"({type(exc).__name__}: {self._scrub(str(exc))})"
             ) from exc
+        except httpx.DecodingError as exc:  # a body that its Content-Encoding cannot decode
+            raise InvalidResponseError(
+                f"{self.base_url}: the response body could not be decoded ({self._scrub(str(exc))})"
+            ) from exc
 
     def _retry_policy(self) -> dict[str, Any]:
         return {
             "retry": retry_if_exception(self._should_retry),
-            "stop": stop_after_attempt(self.max_retries + 1),
+            "stop": stop_after_attempt(self.options["max_retries"] + 1),
             "wait": self._wait,
             "reraise": True,
             "before_sleep": self._log_retry,
@@ -260,7 +288,7 @@ class JinaBackend(Backend):
 
     def _should_retry(self, exc: BaseException) -> bool:
         if isinstance(exc, RateLimitError):
-            return exc.retry_after is None or exc.retry_after <= self.max_retry_after
+            return exc.retry_after is None or exc.retry_after <= self.options["max_retry_after"]
         return isinstance(exc, ServerError | RemoteTimeoutError | RemoteConnectionError)
 
     def _wait(self, state: RetryCallState) -> float:
@@ -278,16 +306,7 @@ class JinaBackend(Backend):
             type(exc).__name__,
         )
 
-    def _check_circuit(self) -> None:
-        if not self.circuit.allow():
-            raise CircuitOpenError(
-                f"{self.base_url}: circuit open after {self.circuit.failure_threshold} consecutive "
-                f"failures; next trial in {self.circuit.seconds_until_retry():.1f} s"
-            )
-
-    def _parse(
-        self, response: httpx.Response, expected: int
-    ) -> tuple[list[float], dict[str, float]]:
+    def _parse(self, response: httpx.Response, expected: int) -> Answer:
         if response.status_code >= 400:
             raise self._error(response)
         try:
@@ -352,8 +371,12 @@ class JinaBackend(Backend):
 
     # -- chunking and merging ----------------------------------------------------------------
 
+    def _plan(self, query: str, texts: Sequence[str]) -> _Plan:
+        documents, truncated = self._truncate(texts)
+        return _Plan(query, documents, self._chunks(documents), truncated)
+
     def _truncate(self, texts: Sequence[str]) -> tuple[list[str], int]:
-        limit = self.max_document_tokens * BYTES_PER_TOKEN
+        limit = self.options["max_document_tokens"] * BYTES_PER_TOKEN
         documents, truncated = [], 0
         for text in texts:
             encoded = text.encode("utf-8")
@@ -364,37 +387,50 @@ class JinaBackend(Backend):
         return documents, truncated
 
     def _chunks(self, documents: list[str]) -> list[range]:
+        most_documents = self.options["max_documents_per_request"]
+        most_tokens = self.options["max_request_tokens"]
         chunks: list[range] = []
         start, tokens = 0, 0
         for position, text in enumerate(documents):
             cost = math.ceil(len(text.encode("utf-8")) / BYTES_PER_TOKEN) + 1
             size = position - start
-            if size and (size >= self.max_documents or tokens + cost > self.max_request_tokens):
+            if size and (size >= most_documents or tokens + cost > most_tokens):
                 chunks.append(range(start, position))
                 start, tokens = position, 0
             tokens += cost
         chunks.append(range(start, len(documents)))
         return chunks
 
-    def _merge(
-        self,
-        n: int,
-        chunks: list[range],
-        answers: list[tuple[list[float], dict[str, float]]],
-        truncated: int,
-    ) -> Scores:
-        values = [0.0] * n
-        usage: dict[str, float] = {}
-        for chunk, (scores, chunk_usage) in zip(chunks, answers, strict=True):
-            values[chunk.start : chunk.stop] = scores
-            for key, value in chunk_usage.items():
-                usage[key] = usage.get(key, 0.0) + value
-        if self.price_per_million_tokens is not None and "total_tokens" in usage:
-            usage["cost"] = usage["total_tokens"] * self.price_per_million_tokens / 1_000_000
-        usage["requests"] = float(len(chunks))
-        return Scores(
-            values=values, truncated=truncated, usage=usage, max_tokens=self.max_document_tokens
-        )
+    def _merged(self, plans: list[_Plan], answers: list[Answer]) -> list[Scores]:
+        """Each request's chunk answers, in call order, merged back into one list of scores.
+
+        Merging is sound because rerank APIs score pointwise: each document is scored against
+        the query alone, so scores from different calls are comparable and can be sorted
+        together. A listwise service would need the whole candidate set in one call instead.
+        """
+        price = self.options["price_per_million_tokens"]
+        results, start = [], 0
+        for plan in plans:
+            values = [0.0] * len(plan.documents)
+            usage: dict[str, float] = {}
+            chunk_answers = answers[start : start + len(plan.chunks)]
+            start += len(plan.chunks)
+            for chunk, (scores, chunk_usage) in zip(plan.chunks, chunk_answers, strict=True):
+                values[chunk.start : chunk.stop] = scores
+                for key, value in chunk_usage.items():
+                    usage[key] = usage.get(key, 0.0) + value
+            if price is not None and "total_tokens" in usage:
+                usage["cost"] = usage["total_tokens"] * price / 1_000_000
+            usage["requests"] = float(len(plan.chunks))
+            results.append(
+                Scores(
+                    values=values,
+                    truncated=plan.truncated,
+                    usage=usage,
+                    max_tokens=self.options["max_document_tokens"],
+                )
+            )
+        return results
 
     # -- secrets and clients -------------------------------------------------------------------
 
@@ -416,24 +452,63 @@ class JinaBackend(Backend):
     def _scrub(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
 
-    def _get_async_client(self) -> httpx.AsyncClient:
+    async def _async_client(self) -> httpx.AsyncClient:
+        """This event loop's client: httpx's async pool is bound to the loop that opened it."""
         loop = asyncio.get_running_loop()
         with self._async_lock:
-            if self._async_client is None or self._async_loop is not loop:
-                # httpx's async pool is bound to the loop that opened its connections.
-                self._async_client = httpx.AsyncClient(
-                    transport=self._async_transport, **self._client_args
-                )
-                self._async_loop = loop
-            return self._async_client
+            held = self._async_clients.get(loop)
+            if held is not None:
+                return held.client
+            for stale in [other for other in self._async_clients if other.is_closed()]:
+                # A loop closed without shutting down its async generators (asyncio.run,
+                # asyncio.Runner and uvicorn always do): its client cannot be closed through
+                # httpx any more, since closing an asyncio socket transport needs its loop.
+                # Dropping it lets asyncio's transport finaliser close the sockets.
+                del self._async_clients[stale]
+            client = httpx.AsyncClient(transport=self._async_transport, **self._client_args)
+            closer = self._close_with_loop(loop, client)
+            self._async_clients[loop] = _LoopClient(client, closer)
+        await anext(closer)  # its first step registers it with the loop's shutdown
+        return client
+
+    async def _close_with_loop(
+        self, loop: asyncio.AbstractEventLoop, client: httpx.AsyncClient
+    ) -> AsyncGenerator[None, None]:
+        """Wait, suspended, until ``loop`` shuts down its async generators, then close ``client``.
+
+        A loop closes the async generators it started before it stops (``shutdown_asyncgens``),
+        while it still runs: the one moment a client of that loop can still be closed properly.
+        ``close``/``aclose`` end this generator earlier.
+        """
+        try:
+            yield
+        finally:
+            with self._async_lock:
+                held = self._async_clients.get(loop)
+                if held is not None and held.client is client:  # not yet released by close()
+                    del self._async_clients[loop]
+            await client.aclose()
+
+    def _release_async_clients(
+        self, current: asyncio.AbstractEventLoop | None
+    ) -> AsyncGenerator[None, None] | None:
+        """Close every loop's client on its own loop; ``current``'s closer is returned to await."""
+        with self._async_lock:
+            held, self._async_clients = self._async_clients, {}
+        own = None
+        for loop, (_, closer) in held.items():
+            if loop is current:
+                own = closer
+            elif loop.is_running():  # in another thread (or this one, from sync code)
+                asyncio.run_coroutine_threadsafe(_finish(closer), loop)
+            elif not loop.is_closed():
+                loop.run_until_complete(closer.aclose())
+            # a closed loop: see _async_client
+        return own
 
 
-def _int(options: Mapping[str, Any], name: str, *, minimum: int = 1) -> int:
-    return int_option(options, name, int(DEFAULTS[name]), minimum=minimum)
-
-
-def _number(options: Mapping[str, Any], name: str, *, minimum: float = 0.0) -> float:
-    return number_option(options, name, float(DEFAULTS[name]), minimum=minimum)
+async def _finish(closer: AsyncGenerator[None, None]) -> None:
+    await closer.aclose()
 
 
 def _detail(response: httpx.Response) -> str:

@@ -34,6 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RerankitError as exc:
         if args.verbose:
             raise
-        print(f"rerankit {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        # One line, even when a library's text inside the message had several.
+        message = " ".join(line.strip() for line in str(exc).splitlines())
+        print(f"rerankit {args.command}: {type(exc).__name__}: {message}", file=sys.stderr)
         return 2
     return result

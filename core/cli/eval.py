@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from rerankit._optional import require
-from rerankit.config import RerankerConfig
+from rerankit.cli.spec import check_options, joined, parse_spec
+from rerankit.config import RerankerConfig, load_configs
 from rerankit.errors import ConfigurationError
 from rerankit.eval.data import load_beir
 from rerankit.eval.first_stage import load_run
@@ -20,7 +19,9 @@ from rerankit.eval.runner import first_stage_run, rerank_run, rerank_run_on_ray
 def register(commands: Any) -> None:
     """Add the ``eval`` sub-command."""
     parser = commands.add_parser(
-        "eval", help="evaluate rerankers on a BEIR folder: nDCG, MRR, recall, latency, cost"
+        "eval",
+        help="evaluate rerankers on a BEIR folder: nDCG, MRR, recall, latency, cost",
+        epilog="Backend options and their types: rerankit info.",
     )
     parser.add_argument(
         "data", type=Path, help="folder with corpus.jsonl, queries.jsonl, qrels.tsv"
@@ -30,9 +31,15 @@ def register(commands: Any) -> None:
         action="append",
         default=[],
         metavar="SPEC",
-        help="name=...,model=...,backend=...,KEY=VALUE (repeatable)",
+        help="name=...,model=...,backend=...,KEY=VALUE (repeatable): config fields and backend "
+        "options, values as text (trust_remote_code=false, providers='[\"A\"]'); "
+        "`rerankit info` lists every backend's options",
     )
-    parser.add_argument("--config", type=Path, help="YAML/JSON list of reranker configs")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="YAML/JSON file: {rerankers: [config, ...]}, {models: {name: config}} or a list",
+    )
     parser.add_argument(
         "--first-stage", default="bm25", help="'bm25' or a run file (TREC or qid/docid/score TSV)"
     )
@@ -48,7 +55,7 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write report.json / report.md / quality_vs_latency.png, print the table."""
-    rerankers = [*_from_file(args.config), *(_from_spec(s) for s in args.reranker)]
+    rerankers = _rerankers(args.config, args.reranker)
     if args.candidates <= 0:
         raise ConfigurationError(f"--candidates must be > 0, got {args.candidates}")
     data = load_beir(args.data, max_queries=args.max_queries)
@@ -56,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     first, candidates = first_stage_run(data, candidates=args.candidates, run=run_file)
     systems = [first]
     progress = not args.no_progress and sys.stderr.isatty()
-    for name, config in rerankers:
+    for name, config in rerankers.items():
         if args.ray:
             systems.append(rerank_run_on_ray(data, name, config, candidates, actors=args.ray))
         else:
@@ -67,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         "candidates": args.candidates,
         "max_queries": args.max_queries,
         "ray_actors": args.ray,
-        "rerankers": [{"name": n, **c.to_dict()} for n, c in rerankers],
+        "rerankers": [{"name": n, **c.to_dict()} for n, c in rerankers.items()],
     }
     report = build_report(data, systems, settings=settings)
     paths = write_outputs(report, args.out or Path("rerankit-eval") / data.name)
@@ -76,38 +83,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _from_spec(spec: str) -> tuple[str, RerankerConfig]:
-    values: dict[str, Any] = {}
-    for part in spec.split(","):
-        key, sep, value = part.partition("=")
-        if not sep:
-            raise ConfigurationError(
-                f"--reranker expects KEY=VALUE pairs, got {part!r} in {spec!r}"
-            )
-        values[key.strip()] = _value(value.strip())
-    return _named(values)
-
-
-def _from_file(path: Path | None) -> list[tuple[str, RerankerConfig]]:
-    if path is None:
-        return []
-    yaml: Any = require("yaml", extra="eval", purpose="reading --config files")
-    loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    items = loaded.get("rerankers") if isinstance(loaded, dict) else loaded
-    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-        raise ConfigurationError(f"{path} must hold a list of reranker configs (or 'rerankers:')")
-    return [_named(dict(item)) for item in items]
-
-
-def _named(values: dict[str, Any]) -> tuple[str, RerankerConfig]:
-    if "model" not in values:
-        raise ConfigurationError(f"a reranker config needs model=, got {sorted(values)}")
-    name = str(values.pop("name", None) or f"{values.get('backend') or 'auto'}:{values['model']}")
-    return name, RerankerConfig.from_kwargs(**values)
-
-
-def _value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+def _rerankers(config: Path | None, specs: list[str]) -> dict[str, RerankerConfig]:
+    """--config's rerankers, then each --reranker; every option is checked before any work."""
+    rerankers = joined(
+        {} if config is None else load_configs(config, extra="eval"),
+        # Labelled by position, not by the spec's text, which may hold an API key.
+        *(
+            load_configs(parse_spec(spec, flag="--reranker"), label=f"--reranker {position}")
+            for position, spec in enumerate(specs, 1)
+        ),
+    )
+    check_options(rerankers)
+    for reranker in rerankers.values():
+        reranker.to_dict()  # the report records every config: a literal API key fails now
+    return rerankers

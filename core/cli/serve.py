@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rerankit._optional import require
-from rerankit.config import RerankerConfig
+from rerankit.cli.spec import joined, with_flags
+from rerankit.config import RerankerConfig, load_configs
 from rerankit.errors import ConfigurationError
 
 if TYPE_CHECKING:  # fastapi is the serve extra's: imported when a server starts
@@ -17,7 +18,11 @@ if TYPE_CHECKING:  # fastapi is the serve extra's: imported when a server starts
 
 def register(commands: Any) -> None:
     """Add the ``serve`` sub-command."""
-    parser = commands.add_parser("serve", help="serve rerankers over HTTP (Jina / Cohere shape)")
+    parser = commands.add_parser(
+        "serve",
+        help="serve rerankers over HTTP (Jina / Cohere shape)",
+        epilog="Backend options and their types: rerankit info.",
+    )
     parser.add_argument("--model", help="model to serve (its name in requests is this string)")
     parser.add_argument("--backend", help="backend for --model (inferred when omitted)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
@@ -26,9 +31,15 @@ def register(commands: Any) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a RerankerConfig field or backend option, e.g. batch_size=64 (value parsed as JSON)",
+        help="a RerankerConfig field or backend option for --model, as text (batch_size=64, "
+        "trust_remote_code=false, providers='[\"CPUExecutionProvider\"]'); "
+        "`rerankit info` lists every backend's options",
     )
-    parser.add_argument("--config", type=Path, help="YAML/JSON: {models: {name: config}}")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="YAML/JSON file: {models: {name: config}}, {rerankers: [config, ...]} or a list",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--no-batching", action="store_true", help="score requests one by one")
@@ -111,36 +122,19 @@ def deploy_on_ray(
 
 
 def model_configs(args: argparse.Namespace) -> dict[str, RerankerConfig]:
-    """Served name -> config, from --config and/or --model."""
-    configs: dict[str, RerankerConfig] = {}
-    if args.config is not None:
-        text = args.config.read_text(encoding="utf-8")
-        yaml: Any = require("yaml", extra="serve", purpose="reading --config files")
-        loaded = yaml.safe_load(text)
-        models = loaded.get("models") if isinstance(loaded, dict) and "models" in loaded else None
-        if isinstance(models, dict):
-            configs.update({str(n): RerankerConfig.from_kwargs(**c) for n, c in models.items()})
-        elif isinstance(loaded, dict) and "model" in loaded:
-            configs[str(loaded["model"])] = RerankerConfig.from_kwargs(**loaded)
-        else:
-            raise ConfigurationError(f"{args.config}: expected {{models: {{name: config}}}}")
+    """Served name -> config, from --config and/or --model (served under its own string)."""
+    files = {} if args.config is None else load_configs(args.config, extra="serve")
+    flags: dict[str, RerankerConfig] = {}
     if args.model is not None:
-        options = dict(_pair(o) for o in args.option)
-        if args.device is not None:
-            options["device"] = args.device
-        configs[args.model] = RerankerConfig.from_kwargs(
-            args.model, backend=args.backend, **options
+        settings = with_flags(
+            args.option, model=args.model, backend=args.backend, device=args.device
         )
+        if "name" in settings:
+            raise ConfigurationError("--option name= is not allowed: --model is the served name")
+        flags = load_configs({**settings, "name": args.model}, label="--model")
+    elif args.option:
+        raise ConfigurationError("--option sets --model's options; a --config file holds its own")
+    configs = joined(files, flags)
     if not configs:
         raise ConfigurationError("pass --model or --config")
     return configs
-
-
-def _pair(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise ConfigurationError(f"--option expects KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except ValueError:
-        return key, value

@@ -1,5 +1,10 @@
 """The HTTP app: ``POST /v1/rerank`` (Jina / Cohere v2 shape), ``/health``, ``/v1/models``,
-``/metrics``. Built with FastAPI; run by uvicorn (``rerankit serve``) or Ray Serve."""
+``/metrics``. Built with FastAPI; run by uvicorn (``rerankit serve``) or Ray Serve.
+
+A rerank response adds ``score_scale`` next to ``results``: what the ``relevance_score`` values
+are (``"logit"``, ``"probability"``, ...; ``RankResult.scale``). Every response carries an
+``X-Request-ID`` (the client's, when it is a plain token); a 500 tells the client only that id,
+and the log holds the error under it. 4xx, 502 and 503 answers keep rerankit's typed message."""
 
 from __future__ import annotations
 
@@ -39,7 +44,7 @@ try:
     )
     from pydantic import BaseModel, ConfigDict, Field
 
-    from rerankit.serve.limits import BodySizeLimit
+    from rerankit.serve.limits import BodySizeLimit, RequestId
 except ImportError as exc:
     raise MissingDependencyError(exc.name or "fastapi", "serve", "rerankit serve") from exc
 
@@ -158,7 +163,7 @@ def create_app(rerankers: Mapping[str, Reranker], settings: ServeSettings | None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for reranker in rerankers.values():  # ready means scored once: lazy set-up done, fails fast
             if not reranker.backend.remote:
-                await asyncio.to_thread(reranker.score, "warm-up", ["warm-up"])
+                await reranker.ascore("warm-up", ["warm-up"])
         for batcher in batchers.values():
             await batcher.start()
         yield
@@ -177,6 +182,14 @@ def create_app(rerankers: Mapping[str, Reranker], settings: ServeSettings | None
                 return denied
         response: Response = await call_next(request)
         return response
+
+    app.add_middleware(RequestId)  # outermost of ours: every response carries the id
+
+    @app.exception_handler(Exception)  # a bug outside the rerank handler's own error mapping
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        request_id = request.state.request_id
+        logger.error("request %s failed", request_id, exc_info=exc)
+        return _internal_error(request_id)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -233,16 +246,23 @@ def create_app(rerankers: Mapping[str, Reranker], settings: ServeSettings | None
         except asyncio.TimeoutError:
             metrics.requests.labels(name, "504").inc()
             return _error(504, f"not scored within {settings.request_timeout_s} s")
-        except Exception as exc:  # the reranker's error, as an HTTP status with its message
+        except Exception as exc:  # the reranker's error, as an HTTP status
             status = _status_for(exc)
             metrics.requests.labels(name, str(status)).inc()
-            logger.error(
-                "rerank failed for model %s: %s: %s",
+            request_id = request.state.request_id
+            logger.log(
+                logging.ERROR if status == 500 else logging.WARNING,
+                "request %s: rerank failed for model %s: %s: %s",
+                request_id,
                 name,
                 type(exc).__name__,
                 exc,
                 exc_info=not isinstance(exc, RerankitError),  # a traceback for the unexpected
             )
+            if status == 500:  # its text may hold paths, inputs or internals: it stays in the log
+                return _internal_error(request_id)
+            # rerankit's own messages for the client's and the upstream's faults; the remote
+            # backend has already scrubbed its API key from anything the upstream said
             headers = {"Retry-After": str(settings.retry_after_s)} if status == 503 else None
             return _error(status, f"{type(exc).__name__}: {exc}", headers)
         results: list[dict[str, Any]] = []
@@ -255,7 +275,14 @@ def create_app(rerankers: Mapping[str, Reranker], settings: ServeSettings | None
         metrics.pairs.labels(name).inc(len(texts))
         metrics.latency.labels(name).observe(time.perf_counter() - started)
         tokens = int(ranked.usage.get("total_tokens", 0))
-        return JSONResponse({"model": name, "usage": {"total_tokens": tokens}, "results": results})
+        return JSONResponse(
+            {
+                "model": name,
+                "usage": {"total_tokens": tokens},
+                "results": results,
+                "score_scale": ranked.scale,  # what relevance_score is (rerankit's README)
+            }
+        )
 
     return app
 
@@ -290,3 +317,8 @@ def _check_token(request: Request, token: str | None) -> JSONResponse | None:
 
 def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def _internal_error(request_id: str) -> JSONResponse:
+    """A 500 that says nothing but the id under which the log has the detail."""
+    return _error(500, f"internal error; request id {request_id}", {"X-Request-ID": request_id})

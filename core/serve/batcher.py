@@ -3,8 +3,12 @@
 When the worker is free it takes everything already queued (up to ``max_batch_pairs`` pairs)
 at once: under load, requests that arrived while a batch was being scored form the next batch,
 and an idle server adds no delay. ``max_wait_ms`` > 0 additionally waits that long for company.
-A merged batch is one :meth:`Reranker.rank_many` call; if it fails, its requests are retried one
-by one, so a request that cannot be scored fails alone. The queue is bounded in pairs: beyond
+A merged batch is one :meth:`Reranker.arank_many` call (local models score on their backend's
+own worker thread, services are called natively async). If it fails because the service is
+unavailable (:class:`~rerankit.errors.ServiceUnavailableError`: upstream down, rate-limited,
+circuit open), every request of the batch gets that error at once: retrying them one by one
+would only queue them behind the same dead upstream. Any other failure is retried one request at
+a time, so a request that cannot be scored fails alone. The queue is bounded in pairs: beyond
 ``max_queue_pairs`` a request is refused at once (:class:`QueueFullError`, HTTP 429) instead of
 waiting without bound.
 """
@@ -16,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from rerankit.errors import RerankitError
+from rerankit.errors import RerankitError, ServiceUnavailableError
 from rerankit.reranker import Reranker
 from rerankit.types import RankResult
 
@@ -104,7 +108,12 @@ class MicroBatcher:
     async def _score(self, live: list[_Pending]) -> None:
         requests = [(p.query, p.texts) for p in live]
         try:
-            results = await asyncio.to_thread(self.reranker.rank_many, requests)
+            results = await self.reranker.arank_many(requests)
+        except ServiceUnavailableError as exc:  # the same for every request: fail them all now
+            for pending in live:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            return
         except Exception as exc:  # retry alone, or hand the caller the reranker's error
             if len(live) > 1:
                 for pending in live:

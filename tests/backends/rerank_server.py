@@ -12,7 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 # Each scripted step is one of: "ok", ("status", code, retry_after|None), ("slow", seconds),
-# "drop", "invalid-json", "missing-index", "duplicate-index".
+# "drop", "invalid-json", "missing-index", "duplicate-index". Once the script is used up, every
+# request gets ``default_step`` ("ok" unless a test sets another, e.g. a service that is down).
 Step = Any
 
 
@@ -28,6 +29,7 @@ class RerankServer(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.script: deque[Step] = deque()
+        self.default_step: Step = "ok"
         self.requests: list[dict[str, Any]] = []
         self.headers_seen: list[dict[str, str]] = []
         self.lock = threading.Lock()
@@ -41,7 +43,7 @@ class RerankServer(ThreadingHTTPServer):
 
     def next_step(self) -> Step:
         with self.lock:
-            return self.script.popleft() if self.script else "ok"
+            return self.script.popleft() if self.script else self.default_step
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -11,8 +11,9 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModel, AutoTokenizer
 
-from rerankit import Reranker
+from rerankit import ConfigurationError, Reranker
 from tests import model_factory
+from tests.core.test_cli import with_remote_code
 
 QUERY = "Which proteins repair damaged DNA?"
 
@@ -188,3 +189,44 @@ def test_truncation_is_counted(tiny_colbert_dir: Path) -> None:
     assert result.truncated == 1
     capped = Reranker(str(tiny_colbert_dir), device="cpu", max_length=16)
     assert capped.rank(QUERY, ["word " * 14, "short"]).truncated == 1
+
+
+def test_normalize_is_refused_and_divide_by_query_length_averages(
+    tiny_colbert_dir: Path, docs: list[str]
+) -> None:
+    """normalize=True once divided by the query length: a second meaning of one option."""
+    with pytest.raises(ConfigurationError, match="use divide_by_query_length=True"):
+        Reranker(str(tiny_colbert_dir), device="cpu", normalize=True)
+    summed = Reranker(str(tiny_colbert_dir), device="cpu")
+    averaged = Reranker(str(tiny_colbert_dir), device="cpu", divide_by_query_length="true")
+    assert summed.rank(QUERY, docs).scale == averaged.rank(QUERY, docs).scale == "maxsim"
+    # Augmented queries always hold query_length tokens, each summed once.
+    length = model_factory.COLBERT_SETTINGS["query_length"]
+    assert averaged.score(QUERY, docs) == pytest.approx(
+        [s / length for s in summed.score(QUERY, docs)], abs=1e-6
+    )
+
+
+def test_options_are_parsed_by_their_schema(tiny_colbert_dir: Path, docs: list[str]) -> None:
+    from_text = Reranker(
+        str(tiny_colbert_dir), device="cpu", query_augmentation="False", query_length="16"
+    )
+    typed = Reranker(str(tiny_colbert_dir), device="cpu", query_augmentation=False, query_length=16)
+    assert from_text.backend.options == typed.backend.options
+    assert from_text.backend.query_augmentation is False  # type: ignore[attr-defined]
+    assert from_text.score(QUERY, docs) == typed.score(QUERY, docs)
+    with pytest.raises(ConfigurationError, match="option cache_size must be >= 0, got -1"):
+        Reranker(str(tiny_colbert_dir), device="cpu", cache_size="-1")
+    with pytest.raises(ConfigurationError, match=r"valid options are .*divide_by_query_length"):
+        Reranker(str(tiny_colbert_dir), device="cpu", normalise=True)
+
+
+@pytest.mark.parametrize("text", ["False", "false", "0"])
+def test_trust_remote_code_false_runs_no_remote_code(
+    text: str, tiny_colbert_dir: Path, tmp_path: Path
+) -> None:
+    folder, marker = with_remote_code(tiny_colbert_dir, tmp_path / f"remote-{text}")
+    rr = Reranker(str(folder), device="cpu", trust_remote_code=text)
+    assert rr.backend.options["trust_remote_code"] is False
+    assert not marker.exists()
+    assert rr.score(QUERY, ["DNA repair"])

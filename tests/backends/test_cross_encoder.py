@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +14,13 @@ import torch
 from sentence_transformers import CrossEncoder
 
 from rerankit import BackendError, ConfigurationError, Reranker
+from tests import model_factory
 
 QUERY = "Which proteins are involved in DNA repair?"
 
 
 def _reference(model_dir: Path, docs: list[str], *, max_length: int = 512) -> np.ndarray:
+    """sentence-transformers' raw logits (its default applies a sigmoid to one-logit models)."""
     ce = CrossEncoder(str(model_dir), device="cpu", max_length=max_length)
     return np.asarray(
         ce.predict([(QUERY, d) for d in docs], activation_fn=torch.nn.Identity(), batch_size=8)
@@ -27,7 +32,7 @@ def test_raw_scores_equal_sentence_transformers(
     fixture: str, request: pytest.FixtureRequest, scifact_texts: list[str]
 ) -> None:
     model_dir: Path = request.getfixturevalue(fixture)
-    docs = [*scifact_texts[:30], "", "DNA repair"]
+    docs = [*scifact_texts[:30], "", "DNA repair", "word " * 700]
     reference = _reference(model_dir, docs)
     scores = Reranker(str(model_dir), batch_size=8).score(QUERY, docs)
     assert scores == pytest.approx(reference.tolist(), abs=1e-4)
@@ -36,12 +41,17 @@ def test_raw_scores_equal_sentence_transformers(
 
 def test_normalize_gives_the_sigmoid(minilm_reranker_dir: Path, scifact_texts: list[str]) -> None:
     docs = scifact_texts[:10]
-    raw = np.asarray(_reference(minilm_reranker_dir, docs))
+    raw = _reference(minilm_reranker_dir, docs)
     normalized = Reranker(str(minilm_reranker_dir), normalize=True).score(QUERY, docs)
     assert normalized == pytest.approx((1 / (1 + np.exp(-raw))).tolist(), abs=1e-5)
+    # sentence-transformers' own default for a one-logit head is that sigmoid too.
+    default = CrossEncoder(str(minilm_reranker_dir), device="cpu").predict(
+        [(QUERY, d) for d in docs]
+    )
+    assert normalized == pytest.approx(np.asarray(default).tolist(), abs=1e-5)
 
 
-def test_two_logit_head_uses_softmax_of_positive_class(
+def test_two_logit_head_gives_log_odds_and_softmax(
     tiny_bert_two_label_dir: Path, scifact_texts: list[str]
 ) -> None:
     docs = scifact_texts[:10]
@@ -50,10 +60,20 @@ def test_two_logit_head_uses_softmax_of_positive_class(
             [(QUERY, d) for d in docs], activation_fn=torch.nn.Identity()
         )
     )
-    expected = np.exp(logits[:, 1]) / np.exp(logits).sum(axis=1)
-    assert Reranker(str(tiny_bert_two_label_dir)).score(QUERY, docs) == pytest.approx(
-        expected.tolist(), abs=1e-5
-    )
+    log_odds = logits[:, 1] - logits[:, 0]
+    softmax = np.exp(logits[:, 1]) / np.exp(logits).sum(axis=1)
+    raw = Reranker(str(tiny_bert_two_label_dir))
+    assert raw.score(QUERY, docs) == pytest.approx(log_odds.tolist(), abs=1e-5)
+    assert raw.rank(QUERY, docs).scale == "logit"
+    normalized = Reranker(str(tiny_bert_two_label_dir), normalize=True).score(QUERY, docs)
+    assert normalized == pytest.approx(softmax.tolist(), abs=1e-5)
+
+
+def test_results_name_their_scale(tiny_bert_dir: Path) -> None:
+    assert Reranker(str(tiny_bert_dir)).rank(QUERY, ["a", "b"]).scale == "logit"
+    normalized = Reranker(str(tiny_bert_dir), normalize=True).rank(QUERY, ["a", "b"])
+    assert normalized.scale == "probability"
+    assert all(0.0 <= s <= 1.0 for s in normalized.scores)
 
 
 def test_other_heads_raise(tmp_path: Path, tiny_bert_dir: Path) -> None:
@@ -68,6 +88,41 @@ def test_other_heads_raise(tmp_path: Path, tiny_bert_dir: Path) -> None:
     )
     with pytest.raises(BackendError, match="3-label head"):
         Reranker(str(tmp_path))
+
+
+def test_plain_encoder_without_head_is_refused(scifact_texts: list[str]) -> None:
+    """all-MiniLM-L6-v2 is a BertModel: transformers would give it a random classifier."""
+    folder = str(model_factory.minilm_dir())
+    with pytest.raises(ConfigurationError) as refused:
+        Reranker(folder, backend="cross-encoder")
+    message = str(refused.value)
+    assert "classifier.weight" in message
+    assert "classifier.bias" in message
+    assert "allow_untrained_head=True" in message
+    allowed = Reranker(folder, backend="cross-encoder", allow_untrained_head="true")
+    assert len(allowed.score(QUERY, scifact_texts[:3])) == 3
+
+
+def test_causal_lm_reranker_is_refused_even_when_named(tmp_path: Path) -> None:
+    folder = model_factory.tiny_qwen3_causal_lm(tmp_path / "qwen3")
+    with pytest.raises(ConfigurationError, match="causal-LM reranker") as refused:
+        Reranker(str(folder), backend="cross-encoder")
+    assert "cross-encoder backend cannot run" in str(refused.value)
+    with pytest.raises(ConfigurationError, match="causal-LM reranker"):
+        Reranker(str(folder), backend="cross-encoder", allow_untrained_head=True)
+
+
+def test_trust_remote_code_as_text_is_parsed(tmp_path: Path, tiny_bert_dir: Path) -> None:
+    """``trust_remote_code="False"`` (a CLI or YAML value) must not run the folder's own code."""
+    folder = tmp_path / "remote-code"
+    shutil.copytree(tiny_bert_dir, folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config["auto_map"] = {"AutoModelForSequenceClassification": "remote_model.Classifier"}
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    (folder / "remote_model.py").write_text('raise RuntimeError("the folder\'s own code ran")\n')
+    assert len(Reranker(str(folder), trust_remote_code="False").score(QUERY, ["a", "b"])) == 2
+    with pytest.raises(RuntimeError, match="the folder's own code ran"):
+        Reranker(str(folder), trust_remote_code="true")
 
 
 def test_truncation_is_counted_and_logged(
@@ -89,8 +144,9 @@ def test_long_query_is_capped_not_an_error(
 ) -> None:
     rr = Reranker(str(tiny_bert_dir), max_length=64, max_query_length=16)
     with caplog.at_level(logging.WARNING, logger="rerankit"):
-        scores = rr.score("a very long query " * 50, ["passage one", "passage two " * 40])
-    assert len(scores) == 2
+        result = rr.rank("a very long query " * 50, ["passage one", "passage two " * 40])
+    assert len(result) == 2
+    assert result.truncated == 1  # 64 - 3 special - 16 query tokens leave 45 for a passage
     assert "query truncated to max_query_length=16" in caplog.text
 
 
@@ -113,15 +169,18 @@ def test_unknown_option_and_bad_query_cap(tiny_bert_dir: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("option", "value"),
-    [("max_batch_tokens", "abc"), ("max_batch_tokens", 0), ("max_query_length", 2.5)],
+    ("option", "value", "message"),
+    [
+        ("max_batch_tokens", "abc", "option max_batch_tokens takes an int, got 'abc'"),
+        ("max_batch_tokens", 0, "option max_batch_tokens must be >= 1, got 0"),
+        ("max_query_length", 2.5, "option max_query_length takes an int, got 2.5 (float)"),
+        ("allow_untrained_head", "maybe", "option allow_untrained_head takes true or false"),
+    ],
 )
-def test_malformed_numeric_options_say_what_is_expected(
-    tiny_bert_dir: Path, option: str, value: object
+def test_malformed_options_say_what_is_expected(
+    tiny_bert_dir: Path, option: str, value: object, message: str
 ) -> None:
-    with pytest.raises(
-        ConfigurationError, match=f"option {option} must be an integer >= 1, got {value!r}"
-    ):
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
         Reranker(str(tiny_bert_dir), **{option: value})
 
 

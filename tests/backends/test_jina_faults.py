@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from rerankit import (
+    AuthenticationError,
+    CircuitOpenError,
     InvalidResponseError,
     RankResult,
     RemoteConnectionError,
     RemoteTimeoutError,
     Reranker,
     Secret,
+    ServerError,
 )
 from tests.backends.rerank_server import RerankServer, relevance, running_server
 
@@ -30,7 +35,12 @@ DOCS = [
     "protein",
     "a recipe for bread",  # a duplicate text stays a separate document
 ]
-FAST = {"backoff_initial": 0.01, "backoff_max": 0.05, "timeout": 2.0, "connect_timeout": 1.0}
+FAST: dict[str, Any] = {
+    "backoff_initial": 0.01,
+    "backoff_max": 0.05,
+    "timeout": 2.0,
+    "connect_timeout": 1.0,
+}
 
 
 @pytest.fixture
@@ -147,3 +157,61 @@ def test_rerankit_talks_to_the_same_server_across_calls(server: RerankServer) ->
     assert rr.usage["requests"] == 3
     assert rr.usage["total_tokens"] > 0
     rr.close()
+
+
+BREAKER: dict[str, Any] = {"max_retries": 0, "failure_threshold": 2, "reset_after": 0.5}
+
+
+def test_a_trial_answered_401_does_not_leave_the_circuit_open(server: RerankServer) -> None:
+    """503s open the circuit, the half-open trial gets a 401, then the service is back."""
+    with running_server() as backup:
+        rr = Reranker(
+            "jina-reranker-v2-base-multilingual",
+            backend="jina",
+            base_url=server.url,
+            api_key=Secret.from_token("local-test-key"),
+            fallback=_reranker(backup.url),
+            **{**FAST, **BREAKER},
+        )
+        server.script.extend([("status", 503, None)] * 2 + [("status", 401, None)])
+        for _ in range(3):  # two failures open the circuit; the third call is not sent
+            _assert_complete(rr.rank(QUERY, DOCS))  # the fallback answers
+        assert (len(server.requests), len(backup.requests)) == (2, 3)
+        time.sleep(0.55)
+        with pytest.raises(AuthenticationError):  # the trial: a wrong key is never hidden
+            rr.rank(QUERY, DOCS)
+        for _ in range(2):  # the service answered, so it is used again, not the fallback
+            _assert_complete(rr.rank(QUERY, DOCS))
+        assert (len(server.requests), len(backup.requests)) == (5, 3)
+
+
+async def test_an_async_trial_answered_401_does_not_leave_the_circuit_open(
+    server: RerankServer,
+) -> None:
+    rr = _reranker(server.url, **BREAKER)
+    server.script.extend([("status", 503, None)] * 2 + [("status", 401, None)])
+    for _ in range(2):
+        with pytest.raises(ServerError):
+            await rr.arank(QUERY, DOCS)
+    with pytest.raises(CircuitOpenError):
+        await rr.arank(QUERY, DOCS)
+    await asyncio.sleep(0.55)
+    with pytest.raises(AuthenticationError):
+        await rr.arank(QUERY, DOCS)
+    _assert_complete(await rr.arank(QUERY, DOCS))
+    assert len(server.requests) == 4
+    await rr.aclose()
+
+
+async def test_a_cancelled_trial_does_not_leave_the_circuit_open(server: RerankServer) -> None:
+    rr = _reranker(server.url, **BREAKER)
+    server.script.extend([("status", 503, None)] * 2 + [("slow", 1.5)])
+    for _ in range(2):
+        with pytest.raises(ServerError):
+            await rr.arank(QUERY, DOCS)
+    await asyncio.sleep(0.55)
+    with pytest.raises(TimeoutError):  # the caller gives up on the trial (a server timeout)
+        await asyncio.wait_for(rr.arank(QUERY, DOCS), timeout=0.3)
+    _assert_complete(await rr.arank(QUERY, DOCS))
+    assert len(server.requests) == 4
+    await rr.aclose()

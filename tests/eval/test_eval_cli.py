@@ -70,3 +70,44 @@ def test_eval_on_a_real_subset(
     recalls = {s["metrics"]["R@100"] for s in first["systems"]}
     assert len(recalls) == 1
     assert "nDCG@10" in capsys.readouterr().out
+
+
+def test_eval_reads_the_configs_serve_reads(
+    tiny_bert_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One loader: a serve file (models: map) evaluates as is; names stay unique."""
+    config = tmp_path / "models.json"
+    config.write_text(
+        json.dumps({"models": {"tiny": {"model": str(tiny_bert_dir), "batch_size": "8"}}})
+    )
+    base = ["eval", str(SHARED_DATA / "cranfield"), "--config", str(config), "--no-progress"]
+    out = tmp_path / "out"
+    args = [*base, "--max-queries", "2", "--candidates", "5", "--out", str(out)]
+    assert main(args) == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert [s["name"] for s in report["systems"]] == ["BM25", "tiny"]
+    assert report["settings"]["rerankers"][0]["batch_size"] == 8
+    assert main([*base, "--reranker", f"name=tiny,model={tiny_bert_dir}"]) == 2
+    assert "two rerankers are named 'tiny'" in capsys.readouterr().err
+
+
+def test_every_reranker_is_checked_before_the_first_stage_runs(
+    tiny_bert_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "not-a-beir-folder"  # reading it would fail: the options fail first
+    good = f"name=good,model={tiny_bert_dir}"
+    bad = f"name=bad,model={tiny_bert_dir},max_batch_tokens=lots"
+    assert main(["eval", str(missing), "--reranker", good, "--reranker", bad]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rerankit eval: ConfigurationError: bad: option max_batch_tokens takes")
+    assert err.count("\n") == 1
+    # The report records every config, so a literal API key fails now, and is never shown.
+    literal = "model=jina-reranker-v2-base-multilingual,api_key=sk-never-shown,batch_size=x"
+    assert main(["eval", str(missing), "--reranker", literal]) == 2
+    err = capsys.readouterr().err
+    assert "--reranker 1: option batch_size takes an int, got 'x'" in err
+    assert "sk-never-shown" not in err
+    assert main(["eval", str(missing), "--reranker", literal.replace(",batch_size=x", "")]) == 2
+    err = capsys.readouterr().err
+    assert "Refusing to serialise a literal API key" in err
+    assert "sk-never-shown" not in err

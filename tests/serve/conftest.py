@@ -1,9 +1,11 @@
+"""Serving fixtures: the app on a real 127.0.0.1 port, and a tiny local model to serve."""
+
 from __future__ import annotations
 
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -12,8 +14,6 @@ import uvicorn
 
 from rerankit import Reranker
 from rerankit.serve.app import ServeSettings, create_app
-
-Serve = Callable[..., "contextmanager[str]"]
 
 
 @contextmanager

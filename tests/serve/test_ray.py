@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,6 +67,31 @@ def test_ray_serve_speaks_the_same_api(local_ray: None, tiny_bert_dir: Path) -> 
         serve.shutdown()
 
 
+def test_ray_serve_deploys_the_config_file_serve_reads(
+    local_ray: None, tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    from ray import serve
+
+    config = tmp_path / "models.yaml"
+    config.write_text(
+        f"models:\n  tiny: {{model: {json.dumps(str(tiny_bert_dir))}, device: cpu, "
+        "normalize: 'true'}\n"
+    )
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        serve.run(deployment(config, num_replicas=1), route_prefix="/")
+        body = {"model": "tiny", "query": "DNA repair", "documents": DOCS}
+        answer = httpx.post(f"http://127.0.0.1:{port}/v1/rerank", json=body, timeout=60)
+        results = answer.json()["results"]
+        want = Reranker(str(tiny_bert_dir), device="cpu", normalize=True).rank("DNA repair", DOCS)
+        assert [r["index"] for r in results] == want.indices
+        assert [r["relevance_score"] for r in results] == pytest.approx(want.scores, abs=1e-4)
+        assert all(0 <= r["relevance_score"] <= 1 for r in results)  # normalize='true' applied
+    finally:
+        serve.shutdown()
+
+
 def test_serve_ray_command_runs_the_replicas_it_is_asked_for(
     local_ray: None, tiny_bert_dir: Path
 ) -> None:
@@ -96,8 +122,6 @@ def test_serve_ray_command_runs_the_replicas_it_is_asked_for(
 def test_eval_with_ray_matches_the_local_run(
     local_ray: None, tiny_bert_dir: Path, tmp_path: Path
 ) -> None:
-    import json
-
     from rerankit.cli import main
     from tests.conftest import SHARED_DATA
 

@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from rerankit import Reranker
-from rerankit.cli import main
+from rerankit.cli import build_parser, main
+from rerankit.cli.serve import model_configs
 
 
 @contextmanager
@@ -116,12 +117,38 @@ def test_configuration_mistakes_print_one_line(
     bad = tmp_path / "models.yaml"
     bad.write_text("foo: 1\n", encoding="utf-8")
     assert main(["serve", "--config", str(bad)]) == 2
-    assert capsys.readouterr().err == (
-        f"rerankit serve: ConfigurationError: {bad}: expected {{models: {{name: config}}}}\n"
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"rerankit serve: ConfigurationError: {bad}: expected {{models: {{name: config}}}}, "
     )
+    assert err.endswith("got the keys ['foo']\n")
+    good = tmp_path / "good.yaml"
+    good.write_text("models:\n  tiny: {model: m, backend: jina}\n", encoding="utf-8")
+    assert main(["serve", "--config", str(good), "--model", "tiny", "--backend", "jina"]) == 2
+    assert "two rerankers are named 'tiny'" in capsys.readouterr().err
+    assert main(["serve", "--config", str(good), "--option", "batch_size=8"]) == 2
+    assert "--option sets --model's options" in capsys.readouterr().err
     assert main(["serve"]) == 2
     assert "pass --model or --config" in capsys.readouterr().err
     assert main(["serve", "--model", "no-such-model"]) == 2
     assert "UnknownBackendError: cannot tell which backend" in capsys.readouterr().err
     assert main(["serve", "--model", "x", "--backend", "jina", "--max-queue-pairs", "0"]) == 2
     assert "max_queue_pairs must be a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_serve_reads_the_configs_eval_reads(tmp_path: Path, tiny_bert_dir: Path) -> None:
+    """One loader: an eval file (rerankers: list, text values) serves as is, beside --model."""
+    config = tmp_path / "rerankers.yaml"
+    config.write_text(
+        "rerankers:\n"
+        f"  - {{name: tiny, model: {json.dumps(str(tiny_bert_dir))}, batch_size: '8'}}\n"
+        f"  - {{model: {json.dumps(str(tiny_bert_dir))}, backend: cross-encoder}}\n",
+        encoding="utf-8",
+    )
+    command = ["serve", "--config", str(config), "--model", "m", "--backend", "jina"]
+    args = build_parser().parse_args([*command, "--option", "normalize=False"])
+    configs = model_configs(args)
+    assert list(configs) == ["tiny", f"cross-encoder:{tiny_bert_dir}", "m"]
+    assert configs["tiny"].batch_size == 8
+    assert configs["m"].backend == "jina"
+    assert configs["m"].normalize is False

@@ -1,0 +1,313 @@
+"""The pair-encoder pipeline: (query, passage) pairs read as one sequence, in shared batches.
+
+One pipeline for every model that reads a query and a passage together and returns logits per
+sequence: cross-encoders on torch and FlashRank / ``rerankit export`` folders on ONNX Runtime.
+The backend supplies the model call (``forward``: numpy arrays in, numpy logits out); per call
+the pipeline
+
+1. tokenizes each unique query and each unique passage once, without special tokens or
+   truncation;
+2. caps each query at ``max_query_length`` tokens and truncates each passage to fit
+   ``max_length`` (counted in :attr:`Scores.truncated <rerankit.types.Scores.truncated>`);
+3. groups the pairs into length-sorted batches under ``batch_size`` and ``max_batch_tokens``;
+4. assembles each pair with a :class:`PairTemplate` (special tokens and type ids), pads the
+   batch (right or left) and calls ``forward``;
+5. maps logits to scores with :func:`head_scores` and scatters them back in input order.
+
+Steps 1-3 and 5 do not depend on the model kind: a causal-LM reranker (``prefix + query +
+middle + passage + suffix``, left padding, the score read at the last token) is another
+:class:`PairTemplate` and another ``forward``. The pipeline needs numpy and ``tokenizers`` only,
+never torch (FlashRank runs without it).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from tokenizers import Tokenizer
+
+from rerankit.backends.base import Request, query_token_cap
+from rerankit.batching import length_sorted_batches
+from rerankit.errors import BackendError
+from rerankit.types import Scores
+
+logger = logging.getLogger("rerankit")
+
+# The arrays of a batch; each forward feeds the ones its model takes.
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+Batch = dict[str, npt.NDArray[np.int64]]
+Forward = Callable[[Batch], npt.ArrayLike]
+
+
+@dataclass(frozen=True, slots=True)
+class PairTemplate:
+    """How a query's and a passage's token ids become one input, and which side is padded.
+
+    The input is ``prefix + query + middle + passage + suffix``; ``special_types`` holds the
+    type ids of the prefix, middle and suffix tokens in that order (empty: all 0). Pair encoders
+    read theirs from the tokenizer (:meth:`from_tokenizer`); a causal-LM reranker would pass its
+    prompt's pieces and ``padding_side="left"``.
+
+    >>> template = PairTemplate(prefix=(101,), middle=(102,), suffix=(102,), passage_type=1,
+    ...                         special_types=(0, 0, 1))
+    >>> template.assemble([7, 8], [9])
+    ([101, 7, 8, 102, 9, 102], [0, 0, 0, 0, 1, 1])
+    """
+
+    prefix: tuple[int, ...] = ()
+    middle: tuple[int, ...] = ()
+    suffix: tuple[int, ...] = ()
+    query_type: int = 0
+    passage_type: int = 0
+    special_types: tuple[int, ...] = ()
+    padding_side: Literal["left", "right"] = "right"
+
+    def __post_init__(self) -> None:
+        if self.special_types and len(self.special_types) != self.reserved_tokens:
+            raise ValueError(
+                f"special_types has {len(self.special_types)} type ids for "
+                f"{self.reserved_tokens} prefix, middle and suffix tokens"
+            )
+
+    @property
+    def reserved_tokens(self) -> int:
+        """Tokens the template adds around the query and the passage."""
+        return len(self.prefix) + len(self.middle) + len(self.suffix)
+
+    def assemble(self, query: Sequence[int], passage: Sequence[int]) -> tuple[list[int], list[int]]:
+        """The input ids and type ids of one pair."""
+        ids = [*self.prefix, *query, *self.middle, *passage, *self.suffix]
+        special = self.special_types or (0,) * self.reserved_tokens
+        after_middle = len(self.prefix) + len(self.middle)
+        types = [
+            *special[: len(self.prefix)],
+            *[self.query_type] * len(query),
+            *special[len(self.prefix) : after_middle],
+            *[self.passage_type] * len(passage),
+            *special[after_middle:],
+        ]
+        return ids, types
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Tokenizer) -> PairTemplate:
+        """The special tokens and type ids ``tokenizer``'s post-processor puts around a pair.
+
+        ``tokenizer`` must have truncation and padding off (the pipeline turns them off).
+        Read from ``Tokenizer.post_process`` on one sample pair, then checked on a second pair
+        of other lengths: the template then gives exactly what the tokenizer gives (and what
+        ``transformers`` gives with ``truncation="only_second"``). Assembling from the template
+        instead of calling ``post_process`` per pair keeps a truncated sequence's overflow
+        pieces out of every pair (they made a capped 2,000-token query 14x slower per pair).
+        """
+        if tokenizer.truncation is not None or tokenizer.padding is not None:
+            raise ValueError("turn the tokenizer's truncation and padding off first")
+        template = _read_template(tokenizer, "query", "passage")
+        query, passage = (
+            tokenizer.encode(text, add_special_tokens=False)
+            for text in ("a longer sample query", "two more passage words and some more")
+        )
+        expected = tokenizer.post_process(query, passage, add_special_tokens=True)
+        if template.assemble(query.ids, passage.ids) != (expected.ids, expected.type_ids):
+            raise BackendError(
+                "the tokenizer's post-processor does not put fixed tokens around a pair of "
+                "sequences; rerankit cannot batch this model"
+            )
+        return template
+
+
+def _read_template(tokenizer: Tokenizer, query_text: str, passage_text: str) -> PairTemplate:
+    query, passage = (
+        tokenizer.encode(text, add_special_tokens=False) for text in (query_text, passage_text)
+    )
+    pair = tokenizer.post_process(query, passage, add_special_tokens=True)
+    ids, types = pair.ids, pair.type_ids
+    start = _find(ids, query.ids, 0)
+    second = -1 if start < 0 else _find(ids, passage.ids, start + len(query.ids))
+    if not query.ids or not passage.ids or second < 0:
+        raise BackendError(
+            "cannot find a sample query's and passage's tokens in what the tokenizer's "
+            "post-processor makes of the pair; rerankit cannot batch this model"
+        )
+    middle = start + len(query.ids)
+    end = second + len(passage.ids)
+    return PairTemplate(
+        prefix=tuple(ids[:start]),
+        middle=tuple(ids[middle:second]),
+        suffix=tuple(ids[end:]),
+        query_type=types[start],
+        passage_type=types[second],
+        special_types=(*types[:start], *types[middle:second], *types[end:]),
+    )
+
+
+def _find(haystack: list[int], needle: list[int], start: int) -> int:
+    """The first position at or after ``start`` where ``needle`` occurs, else -1."""
+    for position in range(start, len(haystack) - len(needle) + 1):
+        if haystack[position : position + len(needle)] == needle:
+            return position
+    return -1
+
+
+def check_head_size(labels: int, model: str) -> None:
+    """Raise :class:`BackendError` unless a model returns one or two logits per pair."""
+    if labels not in (1, 2):
+        raise BackendError(
+            f"{model!r} has a {labels}-label head; a reranker needs one logit (relevance) or "
+            "two (not relevant, relevant)"
+        )
+
+
+def head_scores(logits: npt.ArrayLike, *, normalize: bool, model: str) -> npt.NDArray[np.float64]:
+    """One score per row of ``logits``: the relevance log-odds, or its sigmoid with normalize.
+
+    One logit: the logit itself. Two logits (not relevant, relevant): ``logit[1] - logit[0]``,
+    the log-odds of the positive class, whose sigmoid equals the softmax of that class. The
+    same pair therefore gets the same number from every backend and every head shape.
+    """
+    values = np.asarray(logits, dtype=np.float64)
+    if values.ndim == 1:
+        values = values[:, None]
+    if values.ndim != 2:
+        raise BackendError(f"{model!r} returns logits of shape {values.shape}; expected 2-D")
+    check_head_size(values.shape[1], model)
+    raw = values[:, 0] if values.shape[1] == 1 else values[:, 1] - values[:, 0]
+    if not normalize:
+        return raw
+    return np.exp(-np.logaddexp(0.0, -raw))  # the sigmoid, without overflow for large |raw|
+
+
+class PairEncoderPipeline:
+    """Scores several queries' candidates in shared length-sorted batches with one model.
+
+    ``tokenizer`` is owned by the pipeline from now on (its truncation and padding are turned
+    off: the pipeline truncates itself); ``forward`` runs the model on one padded batch and
+    returns its logits; ``name`` names the model in errors. Thread-safe: one call tokenizes and
+    runs the model at a time.
+
+    >>> pipeline = PairEncoderPipeline(tokenizer, forward, max_length=512, batch_size=32,
+    ...     max_batch_tokens=4096, pad_id=0, normalize=False, name="my-model")  # doctest: +SKIP
+    >>> pipeline.score_many([("what is DNA?", ["DNA is ...", "a cat"])])  # doctest: +SKIP
+    [Scores(values=[3.1, -8.2], truncated=0, usage={'total_tokens': 14.0}, max_tokens=512)]
+    """
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        forward: Forward,
+        *,
+        max_length: int,
+        batch_size: int,
+        max_batch_tokens: int,
+        pad_id: int,
+        normalize: bool,
+        name: str,
+        max_query_length: int | None = None,
+        template: PairTemplate | None = None,
+    ) -> None:
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        self.template = PairTemplate.from_tokenizer(tokenizer) if template is None else template
+        self.max_length = max_length
+        self.max_query_length = query_token_cap(
+            max_query_length, max_length, self.template.reserved_tokens
+        )
+        self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.pad_id = pad_id
+        self.normalize = normalize
+        self.name = name
+        self._tokenizer = tokenizer
+        self._forward = forward
+        self._lock = threading.Lock()
+
+    @property
+    def scale(self) -> str:
+        """What the scores are: ``"logit"`` (log-odds), or ``"probability"`` with normalize."""
+        return "probability" if self.normalize else "logit"
+
+    def score_many(self, requests: Sequence[Request]) -> list[Scores]:
+        """One :class:`Scores` per request, every text scored once, in input order."""
+        with self._lock:
+            queries = self._tokenize_queries([query for query, _ in requests])
+            passages = self._tokenize([text for _, texts in requests for text in texts])
+            reserved = self.template.reserved_tokens
+            pairs: list[tuple[list[int], list[int]]] = []
+            truncated: list[bool] = []
+            for query, texts in requests:
+                query_ids = queries[query]
+                budget = self.max_length - reserved - len(query_ids)
+                for text in texts:
+                    passage_ids = passages[text]
+                    truncated.append(len(passage_ids) > budget)
+                    pairs.append((query_ids, passage_ids[:budget]))
+            lengths = [reserved + len(q) + len(p) for q, p in pairs]
+            values = np.zeros(len(pairs), dtype=np.float64)
+            for batch in length_sorted_batches(
+                lengths, max_batch_size=self.batch_size, max_batch_tokens=self.max_batch_tokens
+            ):
+                logits = self._forward(self._pad([pairs[i] for i in batch]))
+                values[batch] = head_scores(logits, normalize=self.normalize, model=self.name)
+        return self._scatter(requests, values.tolist(), truncated, lengths)
+
+    def _tokenize_queries(self, queries: list[str]) -> dict[str, list[int]]:
+        capped = {}
+        for query, ids in self._tokenize(queries).items():
+            if len(ids) > self.max_query_length:
+                logger.warning(
+                    "query truncated to max_query_length=%d tokens", self.max_query_length
+                )
+            capped[query] = ids[: self.max_query_length]  # a token boundary
+        return capped
+
+    def _tokenize(self, texts: list[str]) -> dict[str, list[int]]:
+        """Token ids of each distinct text, without special tokens and untruncated."""
+        unique = list(dict.fromkeys(texts))
+        encodings = self._tokenizer.encode_batch_fast(unique, add_special_tokens=False)
+        return {text: encoding.ids for text, encoding in zip(unique, encodings, strict=True)}
+
+    def _pad(self, pairs: list[tuple[list[int], list[int]]]) -> Batch:
+        rows = [self.template.assemble(query, passage) for query, passage in pairs]
+        width = max(len(ids) for ids, _ in rows)
+        input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(rows), width), dtype=np.int64)
+        token_type_ids = np.zeros((len(rows), width), dtype=np.int64)
+        for row, (ids, types) in enumerate(rows):
+            start = 0 if self.template.padding_side == "right" else width - len(ids)
+            columns = slice(start, start + len(ids))
+            input_ids[row, columns] = ids
+            attention_mask[row, columns] = 1
+            token_type_ids[row, columns] = types
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "token_type_ids": token_type_ids,
+        }
+
+    def _scatter(
+        self,
+        requests: Sequence[Request],
+        values: list[float],
+        truncated: list[bool],
+        lengths: list[int],
+    ) -> list[Scores]:
+        scores = []
+        start = 0
+        for _, texts in requests:
+            span = slice(start, start + len(texts))
+            scores.append(
+                Scores(
+                    values=values[span],
+                    truncated=sum(truncated[span]),
+                    usage={"total_tokens": float(sum(lengths[span]))},
+                    max_tokens=self.max_length,
+                )
+            )
+            start = span.stop
+        return scores
