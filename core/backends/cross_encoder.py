@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -160,8 +161,13 @@ class CrossEncoderBackend(Backend):
 
 
 def refuse_generative(model: str) -> None:
-    """Raise when ``model`` is a causal-LM, T5 or vision-language reranker, not a classifier."""
-    kind = generative_kind(model)
+    """Raise when the folder ``model`` holds a causal-LM, T5 or vision-language reranker.
+
+    A hub id is judged by its weights when it loads instead: a sequence-classification
+    conversion of a generative reranker (``...-seq-cls``) is a real cross-encoder, and the
+    original's missing head is refused by the untrained-weights check.
+    """
+    kind = generative_kind(model) if Path(model).expanduser().is_dir() else None
     if kind is not None:
         raise ConfigurationError(
             f"{model!r} is {GENERATIVE_KINDS[kind]}, which the cross-encoder backend cannot run "
@@ -173,6 +179,9 @@ def refuse_generative(model: str) -> None:
 
 def untrained_error(model: str, untrained: Sequence[str], *, fix: str) -> ConfigurationError:
     """The error for weights transformers would initialise randomly, naming them."""
+    kind = generative_kind(model)
+    if kind is not None:
+        fix = f"Its name says it is {GENERATIVE_KINDS[kind]}, not a classifier. {fix}"
     return ConfigurationError(
         f"{model!r} has no trained weights for {list(untrained)}: transformers would initialise "
         "them randomly and every score would be noise. It is not a cross-encoder (a plain "

@@ -139,7 +139,7 @@ def test_listwise_results_are_orders_and_refuse_thresholds() -> None:
     rr = Reranker.from_backend(ByLength(RerankerConfig(model="by-length")))
     result = rr.rank("q", DOCS, top_k=2)
     assert result.scale == "rank"
-    assert result.indices == [0, 3]
+    assert result.indices == [0, 1]
     assert result.scores == [4.0, 3.0]
     assert ByLength.hints[-1] == 2, "the top_k hint did not reach the backend"
     rr.score("q", DOCS)
@@ -153,7 +153,7 @@ def test_listwise_results_are_orders_and_refuse_thresholds() -> None:
 async def test_listwise_async_path_gets_the_hint() -> None:
     rr = Reranker.from_backend(ByLength(RerankerConfig(model="by-length")))
     result = await rr.arank("q", DOCS, top_k=3)
-    assert result.indices == [0, 3, 1]
+    assert result.indices == [0, 1, 3]
     assert ByLength.hints[-1] == 3
 
 

@@ -114,7 +114,7 @@ def test_haystack_yaml_names_a_plugin(plugin: str) -> None:
     loaded = Pipeline.loads(pipeline.dumps(), allowed_modules=["rerankit.*"])  # type: ignore[call-arg]
     documents = [Document(content=text) for text in DOCS]
     ranked = loaded.run({"ranker": {"query": "protein folding", "documents": documents}})
-    assert [d.content for d in ranked["ranker"]["documents"]] == [DOCS[1], DOCS[0]]
+    assert [d.content for d in ranked["ranker"]["documents"]] == [DOCS[1], DOCS[3]]
 
 
 def test_rerankit_eval_names_a_plugin(
