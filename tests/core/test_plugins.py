@@ -152,3 +152,18 @@ def test_rerankit_serve_names_a_plugin(plugin: str, tmp_path: Path) -> None:
     # lowercase=False reached the plugin: "Protein" no longer matches, input order stays.
     assert [r["index"] for r in body["results"]] == [0, 1, 2, 3]
     assert [r["relevance_score"] for r in body["results"]] == [4.0, 3.0, 2.0, 1.0]
+
+
+def test_rerankit_ray_names_a_plugin(plugin: str) -> None:
+    ray = pytest.importorskip("ray")
+    from rerankit import RerankerConfig
+    from rerankit.ray import rerank_dataset
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    try:
+        rows = [{"query": "protein folding in cells", "candidates": DOCS}]
+        config = RerankerConfig(model="m", backend=plugin)
+        (row,) = rerank_dataset(ray.data.from_items(rows), config).take_all()
+    finally:
+        ray.shutdown()
+    assert list(row["ranking"]) == [1, 0, 3, 2]
