@@ -116,7 +116,13 @@ class RerankerConfig:
         """Build a config from keyword arguments; names that are not fields go to ``options``."""
         known = {f.name for f in fields(cls)} - {"options"}
         options = dict(kwargs.pop("options", None) or {})
-        options.update({k: v for k, v in kwargs.items() if k not in known})
+        flat = {k: v for k, v in kwargs.items() if k not in known}
+        both = sorted(set(flat) & set(options))
+        if both:
+            raise ConfigurationError(
+                f"options {both} are given both as settings and under options=; give each once"
+            )
+        options.update(flat)
         api_key = kwargs.pop("api_key", None)
         if isinstance(api_key, str):
             api_key = Secret.from_token(api_key)

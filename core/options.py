@@ -97,7 +97,7 @@ def _int(value: Any, option: Option) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str):
+    if isinstance(value, str) and value.isascii():  # int() would also read other scripts' digits
         try:
             return int(value.strip())
         except ValueError:
@@ -106,16 +106,15 @@ def _int(value: Any, option: Option) -> int | None:
 
 
 def _float(value: Any, option: Option) -> float | None:
-    if isinstance(value, bool):
+    if isinstance(value, bool) or (isinstance(value, str) and not value.isascii()):
         return None
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            return None
-    if isinstance(value, int | float) and math.isfinite(value):
-        return float(value)
-    return None
+    try:
+        number = float(value.strip()) if isinstance(value, str) else value
+        if isinstance(number, int):
+            number = float(number)  # an int too large for a float raises OverflowError here
+    except (ValueError, OverflowError):
+        return None
+    return number if isinstance(number, float) and math.isfinite(number) else None
 
 
 def _str(value: Any, option: Option) -> str | None:

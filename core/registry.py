@@ -59,6 +59,22 @@ BACKENDS: dict[str, BackendSpec] = {
             aliases=("cross_encoder", "crossencoder", "transformers"),
         ),
         BackendSpec(
+            name="llm",
+            module="rerankit.backends.llm",
+            attribute="LLMBackend",
+            extra="transformers",
+            requires=("torch", "transformers"),
+            aliases=("causal-lm", "causal_lm"),
+        ),
+        BackendSpec(
+            name="t5",
+            module="rerankit.backends.t5",
+            attribute="T5Backend",
+            extra="transformers",
+            requires=("torch", "transformers"),
+            aliases=("monot5", "seq2seq"),
+        ),
+        BackendSpec(
             name="colbert",
             module="rerankit.backends.colbert",
             attribute="ColBERTBackend",
@@ -94,27 +110,30 @@ FLASHRANK_FILES = {
     "miniReranker_arabic_v1": "miniReranker_arabic_v1.onnx",
 }
 
-# Model kinds that rerankit has no backend for yet, and why they must not fall back to one.
+# Generative model kinds, which must never fall back to the cross-encoder (loaded as a
+# classifier they get a random head). "llm" and "t5" have backends; the others are refused.
 GENERATIVE_KINDS = {
     "llm": "a causal-LM reranker (scored by the logits of answer tokens such as 'yes'/'no')",
     "t5": "a T5 reranker (scored by one decoder step over 'true'/'false')",
     "vlm": "a vision-language reranker (images in the prompt)",
+    "listwise": "a listwise LLM reranker (it reorders windows of documents by generating ids)",
 }
 
 # Checked in order against the lower-cased name; the first match names the backend.
 NAME_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"colbert"), "colbert"),
+    (re.compile(r"seq-cls"), "cross-encoder"),  # a classifier conversion of an LLM reranker
     (re.compile(r"jina-reranker-m0|qwen[\d.]*-vl-rerank|monoqwen2-vl"), "vlm"),
     (
         re.compile(
             r"qwen3-reranker|bge-reranker-v2-gemma|bge-reranker-v2-minicpm-layerwise"
             r"|bge-reranker-v2\.5-gemma2-lightweight|mxbai-rerank-(xsmall|base|large)-v2"
-            r"|rank-?zephyr|rank-?vicuna"
         ),
         "llm",
     ),
-    (re.compile(r"mono-?t5|mt5-.*(msmarco|rerank)|inranker"), "t5"),
-    (re.compile(r"^jina-reranker"), "jina"),  # a bare API model name; jinaai/... runs here
+    (re.compile(r"rank[-_]?(zephyr|vicuna)"), "listwise"),
+    (re.compile(r"mono-?t5|mt5-.*(msmarco|mmarco|rerank)|inranker"), "t5"),
+    (re.compile(r"jina-reranker"), "jina"),  # only a bare API name stays remote: see below
     (re.compile(r"bge-reranker|ms-marco|mxbai-rerank|cross-encoder|reranker"), "cross-encoder"),
 )
 
@@ -142,27 +161,29 @@ def infer_backend(model: str) -> str:
     """Pick a backend for ``model`` from its local folder, else from its name."""
     folder = Path(model).expanduser()
     guess = _infer_from_folder(folder) if folder.is_dir() else _infer_from_name(model)
-    specs = available()
+    specs = available()  # plugins are listed, but never chosen by inference: name them
     if guess is None:
         raise UnknownBackendError(
             f"cannot tell which backend serves {model!r}; pass backend= one of {sorted(specs)}"
         )
-    if guess in GENERATIVE_KINDS and guess not in specs:
+    if guess in GENERATIVE_KINDS and guess not in BACKENDS:
         raise UnknownBackendError(
             f"{model!r} is {GENERATIVE_KINDS[guess]}. rerankit cannot run it yet: the "
             "cross-encoder backend would give it a randomly initialised head and score noise, "
-            "so it is refused. Pick a cross-encoder (e.g. BAAI/bge-reranker-v2-m3) for now."
+            "so it is refused. Pick a cross-encoder (e.g. BAAI/bge-reranker-v2-m3) or a "
+            f"pointwise LLM reranker (e.g. Qwen/Qwen3-Reranker-0.6B) instead; valid backends "
+            f"are {sorted(specs)}."
         )
-    if guess not in specs:
+    if guess not in BACKENDS:
         raise UnknownBackendError(
-            f"{model!r} looks like a {guess!r} model, but no {guess!r} backend is available; "
+            f"{model!r} looks like a {guess!r} model, but no built-in {guess!r} backend exists; "
             f"pass backend= one of {sorted(specs)} if the model fits one of them"
         )
     return guess
 
 
 def generative_kind(model: str) -> str | None:
-    """``"llm"``, ``"t5"`` or ``"vlm"`` when ``model`` (folder or name) is a generative reranker."""
+    """A :data:`GENERATIVE_KINDS` key when ``model`` (folder or name) is a generative reranker."""
     folder = Path(model).expanduser()
     guess = _infer_from_folder(folder) if folder.is_dir() else _infer_from_name(model)
     return guess if guess in GENERATIVE_KINDS else None
@@ -176,18 +197,25 @@ def load_backend_class(name: str) -> type[Backend]:
     for module in spec.requires:
         require(module, extra=spec.extra, purpose=f"The {spec.name!r} backend")
     try:
-        loaded = getattr(importlib.import_module(spec.module), spec.attribute)
-    except (ImportError, AttributeError) as exc:
+        loaded: object = importlib.import_module(spec.module)
+        for part in spec.attribute.split("."):
+            loaded = getattr(loaded, part)
+    except Exception as exc:  # a plugin's import may raise anything; name the plugin
         if spec.plugin is None:
             raise
         raise ConfigurationError(
             f"the {spec.name!r} backend of {spec.plugin!r} cannot be loaded from "
-            f"{spec.module}:{spec.attribute}: {exc}"
+            f"{spec.module}:{spec.attribute}: {type(exc).__name__}: {exc}"
         ) from exc
     if not (isinstance(loaded, type) and issubclass(loaded, Backend)):
         raise ConfigurationError(
             f"{spec.module}:{spec.attribute} (backend {spec.name!r}) is not a "
             "rerankit.backends.base.Backend subclass"
+        )
+    if not isinstance(getattr(loaded, "name", None), str):
+        raise ConfigurationError(
+            f"{spec.module}:{spec.attribute} (backend {spec.name!r}) sets no class attribute "
+            "name: str"
         )
     return loaded
 
@@ -200,13 +228,9 @@ def _plugins() -> dict[str, BackendSpec]:
         name = entry.name.strip().lower()
         module, _, attribute = entry.value.partition(":")
         owner = entry.dist.name if entry.dist is not None else "an installed package"
-        if name in taken or not attribute:
-            logger.warning(
-                "ignoring the %r backend of %s: %s",
-                name,
-                owner,
-                "the name is a built-in backend's" if name in taken else "no ':Class' in entry",
-            )
+        problem = _plugin_problem(name, attribute, taken, found)
+        if problem is not None:
+            logger.warning("ignoring the %r backend of %s: %s", name, owner, problem)
             continue
         found[name] = BackendSpec(
             name=name,
@@ -219,14 +243,37 @@ def _plugins() -> dict[str, BackendSpec]:
     return found
 
 
+def _plugin_problem(
+    name: str, attribute: str, taken: set[str], found: dict[str, BackendSpec]
+) -> str | None:
+    """Why an entry point cannot be registered under ``name``, or None when it can."""
+    if name in taken:
+        return "the name is a built-in backend's"
+    if name in found:
+        return f"{found[name].plugin} registers that name too"
+    if not attribute:
+        return "no ':Class' in the entry point"
+    return None
+
+
+# The only names inferred as a remote service: a bare Jina API model name, nothing around it.
+API_MODEL_NAME = re.compile(r"jina-reranker-v\d+(-[a-z0-9]+)*")
+
+
 def _infer_from_name(model: str) -> str | None:
     name = model.strip().lower()
     if name in {known.lower() for known in FLASHRANK_FILES}:
         return "flashrank"
     for pattern, backend in NAME_PATTERNS:
         if pattern.search(name):
-            return backend
+            return _local_unless_api_name(model) if backend == "jina" else backend
     return None
+
+
+def _local_unless_api_name(model: str) -> str:
+    """``jina`` for a bare API model name; a hub id, path or file name runs here instead."""
+    bare = API_MODEL_NAME.fullmatch(model.lower()) is not None
+    return "jina" if bare and not Path(model).expanduser().exists() else "cross-encoder"
 
 
 def _infer_from_folder(folder: Path) -> str | None:

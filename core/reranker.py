@@ -243,6 +243,7 @@ class Reranker:
                 f"score_threshold must be a finite number or None, got {threshold!r}"
             )
         texts = [doc if isinstance(doc, str) else doc.text for doc in docs]
+        _check_encodable(query, texts)
         return _Prepared(query, docs, texts, top_k, None if threshold is None else float(threshold))
 
     @staticmethod
@@ -306,7 +307,10 @@ class Reranker:
         reranker scores on this reranker's scale, else that reranker's own configured
         ``score_threshold`` does (None: no threshold).
         """
-        same_scale = producer is self or producer.backend.scale == self._backend.scale
+        scale = producer.backend.scale
+        same_scale = producer is self or (
+            scale == self._backend.scale and scale != "unspecified"  # unknown: never the same
+        )
         return [
             producer._rank(
                 request if same_scale else request._replace(threshold=_own_threshold(producer)),
@@ -362,6 +366,19 @@ class _Prepared(NamedTuple):
     texts: list[str]
     top_k: int | None
     threshold: float | None
+
+
+def _check_encodable(query: str, texts: list[str]) -> None:
+    """Every text must be valid Unicode (a lone surrogate cannot be tokenized or sent)."""
+    named = [("query", query), *((f"documents[{i}]", text) for i, text in enumerate(texts))]
+    for where, text in named:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInputError(
+                f"{where} holds a lone surrogate (invalid Unicode, often a bad decode); "
+                "clean the text first, e.g. text.encode('utf-8', 'replace').decode()"
+            ) from None
 
 
 def _own_threshold(reranker: Reranker) -> float | None:

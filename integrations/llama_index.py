@@ -149,13 +149,18 @@ class RerankitPostprocessor(BaseNodePostprocessor):
             metadata = {**node.metadata, SCORE_SCALE_KEY: result.scale}
             if self.keep_retrieval_score:
                 metadata["retrieval_score"] = source.score
-            hidden = [SCORE_SCALE_KEY]  # what the score is, for the caller; not text for the LLM
+            # What the score is, for the caller; never text for the LLM or the embedder.
             node = node.model_copy(
                 update={
                     "metadata": metadata,
-                    "excluded_llm_metadata_keys": [*node.excluded_llm_metadata_keys, *hidden],
-                    "excluded_embed_metadata_keys": [*node.excluded_embed_metadata_keys, *hidden],
+                    "excluded_llm_metadata_keys": _hidden(node.excluded_llm_metadata_keys),
+                    "excluded_embed_metadata_keys": _hidden(node.excluded_embed_metadata_keys),
                 }
             )
             ranked.append(NodeWithScore(node=node, score=item.score))
         return ranked
+
+
+def _hidden(excluded: list[str]) -> list[str]:
+    """``excluded`` metadata keys plus the score-scale key, once (nodes may be reranked twice)."""
+    return excluded if SCORE_SCALE_KEY in excluded else [*excluded, SCORE_SCALE_KEY]

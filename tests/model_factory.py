@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 SEED = 1234
 
@@ -234,5 +235,150 @@ def tiny_qwen3_causal_lm(out: Path) -> Path:
         pad_token_id=tokenizer.pad_token_id,
     )
     Qwen3ForCausalLM(config).eval().save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+# Words every tiny generative tokenizer must keep whole: chat markers and answer tokens.
+QWEN_CHAT_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+QWEN_THINK_TOKENS = ["<think>", "</think>"]
+
+
+def _generative_training_text() -> list[str]:
+    """Sentences, prompts and answers for the tiny BPE and Unigram tokenizers to learn from."""
+    lines = [
+        *_training_text(),
+        "Judge whether the Document meets the requirements based on the Query and the Instruct.",
+        "Given a web search query, retrieve relevant passages that answer the query",
+        "Given a query A and a passage B, determine whether the passage contains an answer.",
+        "You are a search relevance expert who evaluates how well documents match queries.",
+        "Query: what is DNA? Document: DNA is a molecule. Relevant: true false",
+        "What is the capital of France?\nParis.\n1 0 12 2024 3.14\n",
+    ]
+    # Pieces whose merges cross the prompt's joints: "?\n" and "\n\n" are one token each.
+    answers = ["yes", "no", "Yes", "No", " true", " false", " yes", " no", "DNA?\n", "\n\n"]
+    return lines * 20 + answers * 100
+
+
+def _qwen2_tokenizer(vocab_size: int = 700) -> object:
+    """A byte-level BPE in the Qwen2 tokenizer class, trained here, chat tokens kept whole."""
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(PRETOKENIZE_REGEX, behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=QWEN_CHAT_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    backend.train_from_iterator(_generative_training_text(), trainer)
+    model = json.loads(backend.to_str())["model"]
+    tokenizer = Qwen2Tokenizer(
+        vocab=model["vocab"],
+        merges=[tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]],
+        unk_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        model_max_length=4096,
+    )
+    tokenizer.add_tokens([AddedToken(t, special=True) for t in QWEN_CHAT_TOKENS[1:]])
+    tokenizer.add_tokens([AddedToken(t, special=False) for t in QWEN_THINK_TOKENS])
+    return tokenizer
+
+
+def tiny_qwen3_reranker(out: Path, *, chat_template: str | None = None) -> Path:
+    """A 2-layer ``Qwen3ForCausalLM`` with a trained Qwen2-class BPE: Qwen3-Reranker's layout.
+
+    ``<|im_start|>``, ``<|im_end|>``, ``<think>``, ``</think>``, ``yes`` and ``no`` are single
+    tokens, as in the real tokenizer. ``chat_template`` is saved with the tokenizer when given.
+    """
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    tokenizer: Any = _qwen2_tokenizer()
+    for word in ("yes", "no"):
+        assert len(tokenizer(word, add_special_tokens=False)["input_ids"]) == 1, word
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+    torch.manual_seed(SEED)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=4096,
+        initializer_range=0.2,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    Qwen3ForCausalLM(config).eval().save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def _t5_tokenizer(vocab_size: int = 500) -> object:
+    """A Unigram (SentencePiece-style) tokenizer in the T5 tokenizer class, trained here.
+
+    ``▁true``, ``▁false``, ``▁yes`` and ``▁no`` are single pieces, as in T5's vocabulary.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import T5Tokenizer
+
+    specials = ["<pad>", "</s>", "<unk>"]
+    backend = Tokenizer(models.Unigram())
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>"
+    )
+    backend.train_from_iterator(_generative_training_text(), trainer)
+    vocab = [(piece, score) for piece, score in json.loads(backend.to_str())["model"]["vocab"]]
+    known = {piece for piece, _ in vocab}
+    # The trainer splits these rare one-word lines; T5's real vocabulary has them whole.
+    vocab += [(w, -2.0) for w in ("▁true", "▁false", "▁yes", "▁no") if w not in known]
+    tokenizer = T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512)
+    for word in ("true", "false", "yes", "no"):
+        assert len(tokenizer(word, add_special_tokens=False)["input_ids"]) == 1, word
+    return tokenizer
+
+
+def tiny_t5_reranker(out: Path, *, multilingual: bool = False) -> Path:
+    """A 2-layer ``T5ForConditionalGeneration`` (``MT5...`` when multilingual): monoT5's layout."""
+    import torch
+    from transformers import (
+        MT5Config,
+        MT5ForConditionalGeneration,
+        T5Config,
+        T5ForConditionalGeneration,
+    )
+
+    tokenizer: Any = _t5_tokenizer()
+    torch.manual_seed(SEED)
+    settings = {
+        "vocab_size": len(tokenizer),
+        "d_model": 32,
+        "d_kv": 16,
+        "d_ff": 64,
+        "num_layers": 2,
+        "num_heads": 2,
+        "initializer_factor": 1.0,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "decoder_start_token_id": tokenizer.pad_token_id,
+    }
+    if multilingual:
+        MT5ForConditionalGeneration(MT5Config(**settings)).eval().save_pretrained(out)
+    else:
+        T5ForConditionalGeneration(T5Config(**settings)).eval().save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out

@@ -30,6 +30,7 @@ SCALES = {
     "logit": "the model's raw relevance logit (log-odds); unbounded, higher is better",
     "probability": "a relevance probability in [0, 1] (normalize=True)",
     "maxsim": "ColBERT MaxSim: the sum over query tokens of the best cosine similarity",
+    "maxsim-mean": "ColBERT MaxSim averaged over query tokens (divide_by_query_length=True)",
     "service": "the remote service's relevance_score, as it returns it",
     "rank": "a listwise order: len(texts) for the first document down to 1; not a score",
     "unspecified": "a backend that does not say (out-of-tree backends may leave it unset)",
@@ -116,8 +117,13 @@ class Backend(ABC):
 
 def query_token_cap(given: int | None, max_length: int, special_tokens: int) -> int:
     """``max_query_length`` for pair inputs: given, or half of ``max_length``; checked to fit."""
-    cap = max_length // 2 if given is None else given
-    longest = max_length - special_tokens - 1
+    longest = max_length - special_tokens - 1  # at least one passage token must fit
+    if longest < 1:
+        raise ConfigurationError(
+            f"max_length={max_length} leaves no room for a query and a passage beside the "
+            f"{special_tokens} tokens the model adds; raise max_length"
+        )
+    cap = min(max_length // 2, longest) if given is None else given
     if not 0 < cap <= longest:
         raise ConfigurationError(
             f"max_query_length must be between 1 and {longest} for max_length={max_length}, "

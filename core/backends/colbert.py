@@ -108,6 +108,8 @@ class ColBERTBackend(Backend):
         self.projection = self._projection(layout)
         self._settings(layout, options)
         self.divide_by_query_length: bool = options["divide_by_query_length"]
+        if self.divide_by_query_length:  # a mean is on another scale than a sum
+            self.scale = "maxsim-mean"
         self.max_batch_tokens: int = _given(
             options["max_batch_tokens"],
             DEFAULT_MAX_BATCH_TOKENS.get(self.device.type, DEFAULT_MAX_BATCH_TOKENS_ACCELERATOR),

@@ -48,6 +48,9 @@ from rerankit.types import Scores
 logger = logging.getLogger("rerankit")
 
 FLASHRANK_URL = "https://huggingface.co/prithivida/flashrank/resolve/main/{}.zip"
+# Either variable, spelled as huggingface_hub accepts it, forbids the download.
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+TRUTHY = frozenset({"1", "true", "yes", "on"})
 DEFAULT_CACHE = (
     Path(os.environ.get("RERANKIT_CACHE", Path.home() / ".cache" / "rerankit")) / "flashrank"
 )
@@ -163,8 +166,9 @@ def _locate(model: str, cache_dir: Path) -> Path:
     )
     if model not in FLASHRANK_FILES:
         raise BackendError(f"no FlashRank model folder {model!r} found; {where}")
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise BackendError(f"{model!r} is not in {cache_dir} and HF_HUB_OFFLINE=1; {where}")
+    offline = [v for v in OFFLINE_VARIABLES if os.environ.get(v, "").strip().lower() in TRUTHY]
+    if offline:
+        raise BackendError(f"{model!r} is not in {cache_dir} and {offline[0]} is set; {where}")
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache_dir, prefix=f".{model}.") as scratch:

@@ -35,6 +35,7 @@ from rerankit.backends.dialects import DIALECTS, Dialect
 from rerankit.config import RerankerConfig
 from rerankit.errors import (
     AuthenticationError,
+    BackendError,
     BadRequestError,
     ConfigurationError,
     InvalidResponseError,
@@ -144,6 +145,8 @@ class JinaBackend(Backend):
                 "base_url='http://host:port' of your server"
             )
         self.base_url = str(base_url).rstrip("/")
+        self._safe_url = _without_credentials(self.base_url)  # for messages, reprs and logs
+        self._closed = False
         self._key = self._api_key(config.api_key, base_url == self.dialect.default_base_url)
         initial = options["backoff_initial"]
         self._backoff = wait_exponential(
@@ -152,7 +155,7 @@ class JinaBackend(Backend):
         self.circuit = CircuitBreaker(
             failure_threshold=options["failure_threshold"],
             reset_after=options["reset_after"],
-            name=self.base_url,
+            name=self._safe_url,
         )
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._key is not None:
@@ -170,7 +173,7 @@ class JinaBackend(Backend):
     def __repr__(self) -> str:
         return (
             f"JinaBackend(model={self.config.model!r}, dialect={self.dialect.name!r}, "
-            f"base_url={self.base_url!r})"
+            f"base_url={self._safe_url!r})"
         )
 
     def score(self, query: str, texts: Sequence[str]) -> Scores:
@@ -181,26 +184,35 @@ class JinaBackend(Backend):
 
         ``top_k`` is not used: the service scores every document on its own, whatever is kept.
         """
+        self._check_open()
         plans = [self._plan(query, texts) for query, texts in requests]
         calls = [(plan, chunk) for plan in plans for chunk in plan.chunks]
         if len(calls) <= 1:
             answers = [self._call(plan, chunk) for plan, chunk in calls]
+        elif self.circuit.state != "closed":  # one trial call decides, then the rest go out
+            first = self._call(*calls[0])
+            answers = [first, *self.score_many_calls(calls[1:])]
         else:
-            workers = min(self.options["max_concurrency"], len(calls))
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(self._call, plan, chunk) for plan, chunk in calls]
-                try:
-                    answers = [future.result() for future in futures]
-                except BaseException:  # the requests fail: do not send the calls still queued
-                    for future in futures:
-                        future.cancel()
-                    raise
+            answers = self.score_many_calls(calls)
         return self._merged(plans, answers)
+
+    def score_many_calls(self, calls: list[tuple[_Plan, range]]) -> list[Answer]:
+        """The answers to ``calls``, sent concurrently (at most ``max_concurrency`` at once)."""
+        workers = min(self.options["max_concurrency"], len(calls))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(self._call, plan, chunk) for plan, chunk in calls]
+            try:
+                return [future.result() for future in futures]
+            except BaseException:  # the requests fail: do not send the calls still queued
+                for future in futures:
+                    future.cancel()
+                raise
 
     async def ascore_many(
         self, requests: Sequence[Request], *, top_k: int | None = None
     ) -> list[Scores]:
         """Async :meth:`score_many`: every request's chunks concurrently on this loop's client."""
+        self._check_open()
         plans = [self._plan(query, texts) for query, texts in requests]
         client = await self._async_client()
         limit = asyncio.Semaphore(self.options["max_concurrency"])
@@ -209,28 +221,40 @@ class JinaBackend(Backend):
             async with limit:
                 return await self._acall(client, plan, chunk)
 
-        tasks = [
-            asyncio.ensure_future(bounded(plan, chunk)) for plan in plans for chunk in plan.chunks
-        ]
+        calls = [(plan, chunk) for plan in plans for chunk in plan.chunks]
+        first: list[Answer] = []
+        if len(calls) > 1 and self.circuit.state != "closed":  # one trial call decides first
+            first = [await self._acall(client, *calls[0])]
+            calls = calls[1:]
+        tasks = [asyncio.ensure_future(bounded(plan, chunk)) for plan, chunk in calls]
         try:
             answers = await asyncio.gather(*tasks)
         except BaseException:  # the requests fail: stop the calls still waiting or in flight
             for task in tasks:
                 task.cancel()
             raise
-        return self._merged(plans, list(answers))
+        return self._merged(plans, [*first, *answers])
 
     def close(self) -> None:
+        self._closed = True
         self._client.close()
         self._release_async_clients(current=None)
         super().close()
 
     async def aclose(self) -> None:
+        self._closed = True
         self._client.close()
         closer = self._release_async_clients(current=asyncio.get_running_loop())
         if closer is not None:
             await closer.aclose()
         super().close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BackendError(
+                f"this {self.name!r} backend was closed; build a new Reranker to call "
+                f"{self._safe_url} again"
+            )
 
     # -- one request -----------------------------------------------------------------------
 
@@ -265,16 +289,17 @@ class JinaBackend(Backend):
             yield
         except httpx.TimeoutException as exc:
             raise RemoteTimeoutError(
-                f"{self.base_url}: no answer within the timeout ({type(exc).__name__})"
+                f"{self._safe_url}: no answer within the timeout ({type(exc).__name__})"
             ) from exc
         except httpx.TransportError as exc:
             raise RemoteConnectionError(
-                f"{self.base_url}: connection failed "
+                f"{self._safe_url}: connection failed "
                 f"({type(exc).__name__}: {self._scrub(str(exc))})"
             ) from exc
         except httpx.DecodingError as exc:  # a body that its Content-Encoding cannot decode
             raise InvalidResponseError(
-                f"{self.base_url}: the response body could not be decoded ({self._scrub(str(exc))})"
+                f"{self._safe_url}: the response body could not be decoded "
+                f"({self._scrub(str(exc))})"
             ) from exc
 
     def _retry_policy(self) -> dict[str, Any]:
@@ -301,7 +326,7 @@ class JinaBackend(Backend):
         exc = state.outcome.exception() if state.outcome is not None else None
         logger.warning(
             "%s: attempt %d failed (%s); retrying",
-            self.base_url,
+            self._safe_url,
             state.attempt_number,
             type(exc).__name__,
         )
@@ -313,7 +338,7 @@ class JinaBackend(Backend):
             payload = response.json()
         except ValueError as exc:
             raise InvalidResponseError(
-                f"{self.base_url}: the response is not JSON (status {response.status_code})"
+                f"{self._safe_url}: the response is not JSON (status {response.status_code})"
             ) from exc
         return self._validated(payload, expected), self.dialect.usage(payload)
 
@@ -324,7 +349,7 @@ class JinaBackend(Backend):
             else (payload.get(self.dialect.results_field) if isinstance(payload, dict) else None)
         )
         if not isinstance(results, list):
-            raise InvalidResponseError(f"{self.base_url}: the response has no list of results")
+            raise InvalidResponseError(f"{self._safe_url}: the response has no list of results")
         scores: dict[int, float] = {}
         duplicates: set[int] = set()
         for item in results:
@@ -332,7 +357,7 @@ class JinaBackend(Backend):
             score = item.get(self.dialect.score_field) if isinstance(item, dict) else None
             if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < expected:
                 raise InvalidResponseError(
-                    f"{self.base_url}: result index {index!r} is not in range(0, {expected})"
+                    f"{self._safe_url}: result index {index!r} is not in range(0, {expected})"
                 )
             if (
                 isinstance(score, bool)
@@ -340,7 +365,7 @@ class JinaBackend(Backend):
                 or not math.isfinite(score)
             ):
                 raise InvalidResponseError(
-                    f"{self.base_url}: result {index} has no finite {self.dialect.score_field!r}"
+                    f"{self._safe_url}: result {index} has no finite {self.dialect.score_field!r}"
                 )
             if index in scores:
                 duplicates.add(index)
@@ -348,7 +373,7 @@ class JinaBackend(Backend):
         missing = sorted(set(range(expected)) - set(scores))
         if duplicates or missing:
             raise InvalidResponseError(
-                f"{self.base_url}: {expected} documents sent, but indices {missing} are missing "
+                f"{self._safe_url}: {expected} documents sent, but indices {missing} are missing "
                 f"and {sorted(duplicates)} are repeated in the response"
             )
         return [scores[i] for i in range(expected)]
@@ -356,7 +381,7 @@ class JinaBackend(Backend):
     def _error(self, response: httpx.Response) -> RemoteError:
         status = response.status_code
         detail = self._scrub(_detail(response))
-        message = f"{self.base_url}{self.dialect.path} answered {status}: {detail}"
+        message = f"{self._safe_url}{self.dialect.path} answered {status}: {detail}"
         if status in (401, 403):
             return AuthenticationError(
                 f"{message}. Check the API key ({self._key_hint()}).", status=status, detail=detail
@@ -440,7 +465,7 @@ class JinaBackend(Backend):
         key = secret.resolve() if secret is not None else None
         if key is None and required:
             raise ConfigurationError(
-                f"no API key for {self.base_url}: "
+                f"no API key for {self._safe_url}: "
                 f"set the {self.dialect.api_key_env} environment variable or pass api_key=..."
             )
         return key
@@ -509,6 +534,12 @@ class JinaBackend(Backend):
 
 async def _finish(closer: AsyncGenerator[None, None]) -> None:
     await closer.aclose()
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` without a ``user:password@`` part, which must never reach a message or log."""
+    parsed = httpx.URL(url)
+    return str(parsed.copy_with(userinfo=b"")) if parsed.userinfo else url
 
 
 def _detail(response: httpx.Response) -> str:

@@ -86,17 +86,25 @@ def check_options(configs: dict[str, RerankerConfig]) -> None:
 
 
 def _split(spec: str) -> list[str]:
-    """``spec`` cut at the commas that are outside brackets and quotes."""
+    """``spec`` cut at the commas outside a bracketed or quoted value.
+
+    A quote or bracket groups only where it opens a value (right after ``KEY=``), so a path
+    such as ``/data/o'neil/model`` keeps its apostrophe and the settings after it. One left open
+    is an error (the spec is not echoed: it may hold a key).
+    """
     parts: list[str] = []
     current: list[str] = []
     closers: list[str] = []  # the closing brackets still expected, innermost last
     quote = ""
     for char in spec:
+        opens_value = (
+            not closers and not quote and current[-1:] == ["="] and current.count("=") == 1
+        )
         if quote:
             quote = "" if char == quote else quote
-        elif char in "\"'":
+        elif char in "\"'" and (closers or opens_value):
             quote = char
-        elif char in _CLOSING:
+        elif char in _CLOSING and (closers or opens_value):
             closers.append(_CLOSING[char])
         elif closers and char == closers[-1]:
             closers.pop()
@@ -105,6 +113,11 @@ def _split(spec: str) -> list[str]:
             current = []
             continue
         current.append(char)
+    if quote or closers:
+        raise ConfigurationError(
+            "a quote or bracket that opens a value is never closed; close it, or write the "
+            "value without it"
+        )
     parts.append("".join(current))
     return parts
 

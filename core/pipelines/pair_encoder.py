@@ -14,10 +14,11 @@ the pipeline
    batch (right or left) and calls ``forward``;
 5. maps logits to scores with :func:`head_scores` and scatters them back in input order.
 
-Steps 1-3 and 5 do not depend on the model kind: a causal-LM reranker (``prefix + query +
-middle + passage + suffix``, left padding, the score read at the last token) is another
-:class:`PairTemplate` and another ``forward``. The pipeline needs numpy and ``tokenizers`` only,
-never torch (FlashRank runs without it).
+Steps 1-3 and 5 do not depend on the model kind: a causal-LM or T5 reranker (``prefix + query +
+middle + passage + suffix``, with prompt text around each query and passage; left padding and
+the score read at the last token for causal LMs) is another :class:`PairTemplate` and another
+``forward`` (:mod:`rerankit.pipelines.generative`). The pipeline needs numpy and ``tokenizers``
+only, never torch (FlashRank runs without it).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from tokenizers import Tokenizer
 
 from rerankit.backends.base import Request, query_token_cap
 from rerankit.batching import length_sorted_batches
-from rerankit.errors import BackendError
+from rerankit.errors import BackendError, ConfigurationError
 from rerankit.types import Scores
 
 logger = logging.getLogger("rerankit")
@@ -52,8 +53,13 @@ class PairTemplate:
 
     The input is ``prefix + query + middle + passage + suffix``; ``special_types`` holds the
     type ids of the prefix, middle and suffix tokens in that order (empty: all 0). Pair encoders
-    read theirs from the tokenizer (:meth:`from_tokenizer`); a causal-LM reranker would pass its
+    read theirs from the tokenizer (:meth:`from_tokenizer`); a causal-LM reranker passes its
     prompt's pieces and ``padding_side="left"``.
+
+    ``query_text`` and ``passage_text`` are text put before and after each query and passage
+    before it is tokenized (``("A: ", "")`` tokenizes ``"A: " + query`` as one string). Each
+    joint between them and the fixed pieces must be a boundary of the tokenizer's
+    pre-tokenizer, so that tokenizing the pieces one by one gives the ids of the whole prompt.
 
     >>> template = PairTemplate(prefix=(101,), middle=(102,), suffix=(102,), passage_type=1,
     ...                         special_types=(0, 0, 1))
@@ -68,6 +74,8 @@ class PairTemplate:
     passage_type: int = 0
     special_types: tuple[int, ...] = ()
     padding_side: Literal["left", "right"] = "right"
+    query_text: tuple[str, str] = ("", "")
+    passage_text: tuple[str, str] = ("", "")
 
     def __post_init__(self) -> None:
         if self.special_types and len(self.special_types) != self.reserved_tokens:
@@ -188,8 +196,10 @@ class PairEncoderPipeline:
 
     ``tokenizer`` is owned by the pipeline from now on (its truncation and padding are turned
     off: the pipeline truncates itself); ``forward`` runs the model on one padded batch and
-    returns its logits; ``name`` names the model in errors. Thread-safe: one call tokenizes and
-    runs the model at a time.
+    returns its logits; ``name`` names the model in errors. ``max_passage_length`` caps every
+    passage before it is fitted into ``max_length`` (FlagEmbedding's LLM rerankers do). A query
+    capped at ``max_query_length`` keeps the template's text after it (``query_text[1]``).
+    Thread-safe: one call tokenizes and runs the model at a time.
 
     >>> pipeline = PairEncoderPipeline(tokenizer, forward, max_length=512, batch_size=32,
     ...     max_batch_tokens=4096, pad_id=0, normalize=False, name="my-model")  # doctest: +SKIP
@@ -209,6 +219,7 @@ class PairEncoderPipeline:
         normalize: bool,
         name: str,
         max_query_length: int | None = None,
+        max_passage_length: int | None = None,
         template: PairTemplate | None = None,
     ) -> None:
         tokenizer.no_truncation()
@@ -218,6 +229,16 @@ class PairEncoderPipeline:
         self.max_query_length = query_token_cap(
             max_query_length, max_length, self.template.reserved_tokens
         )
+        self.max_passage_length = max_passage_length
+        # A capped query keeps the ids of the text after it (the prompt's "\n" before the
+        # passage), cut from its own end instead.
+        closing = self.template.query_text[1]
+        self._query_closing = tokenizer.encode(closing, add_special_tokens=False).ids
+        if len(self._query_closing) >= self.max_query_length:
+            raise ConfigurationError(
+                f"max_query_length={self.max_query_length} leaves no room for a query before "
+                f"the prompt's {closing!r}"
+            )
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
         self.pad_id = pad_id
@@ -236,13 +257,17 @@ class PairEncoderPipeline:
         """One :class:`Scores` per request, every text scored once, in input order."""
         with self._lock:
             queries = self._tokenize_queries([query for query, _ in requests])
-            passages = self._tokenize([text for _, texts in requests for text in texts])
+            passages = self._tokenize(
+                [text for _, texts in requests for text in texts], self.template.passage_text
+            )
             reserved = self.template.reserved_tokens
             pairs: list[tuple[list[int], list[int]]] = []
             truncated: list[bool] = []
             for query, texts in requests:
                 query_ids = queries[query]
                 budget = self.max_length - reserved - len(query_ids)
+                if self.max_passage_length is not None:
+                    budget = min(budget, self.max_passage_length)
                 for text in texts:
                     passage_ids = passages[text]
                     truncated.append(len(passage_ids) > budget)
@@ -257,19 +282,29 @@ class PairEncoderPipeline:
         return self._scatter(requests, values.tolist(), truncated, lengths)
 
     def _tokenize_queries(self, queries: list[str]) -> dict[str, list[int]]:
+        before, after = self.template.query_text
         capped = {}
-        for query, ids in self._tokenize(queries).items():
+        for query, ids in self._tokenize(queries, self.template.query_text).items():
             if len(ids) > self.max_query_length:
                 logger.warning(
                     "query truncated to max_query_length=%d tokens", self.max_query_length
                 )
+                if after:
+                    (head,) = self._tokenize([query], (before, "")).values()
+                    keep = self.max_query_length - len(self._query_closing)
+                    ids = head[:keep] + self._query_closing
             capped[query] = ids[: self.max_query_length]  # a token boundary
         return capped
 
-    def _tokenize(self, texts: list[str]) -> dict[str, list[int]]:
-        """Token ids of each distinct text, without special tokens and untruncated."""
+    def _tokenize(
+        self, texts: list[str], affixes: tuple[str, str] = ("", "")
+    ) -> dict[str, list[int]]:
+        """Token ids of each distinct text between ``affixes``, without special tokens."""
         unique = list(dict.fromkeys(texts))
-        encodings = self._tokenizer.encode_batch_fast(unique, add_special_tokens=False)
+        before, after = affixes
+        encodings = self._tokenizer.encode_batch_fast(
+            [before + text + after for text in unique], add_special_tokens=False
+        )
         return {text: encoding.ids for text, encoding in zip(unique, encodings, strict=True)}
 
     def _pad(self, pairs: list[tuple[list[int], list[int]]]) -> Batch:

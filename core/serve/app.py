@@ -97,7 +97,7 @@ class RerankRequest(BaseModel):
     model: str | None = None
     query: str
     documents: list[str | TextDocument]
-    top_n: int | None = Field(default=None, gt=0)
+    top_n: int | None = Field(default=None, gt=0, strict=True)
     return_documents: bool | None = None  # unset: Jina's default (true) on /v1, false on /v2
 
 

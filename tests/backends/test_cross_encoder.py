@@ -207,3 +207,12 @@ def test_gpu_half_precision_agrees_with_cpu(
     assert gpu.backend.dtype == torch.float16  # type: ignore[attr-defined]
     assert gpu.score(QUERY, docs) == pytest.approx(cpu, abs=2e-2)
     assert np.argsort(gpu.score(QUERY, docs))[-5:].tolist() == np.argsort(cpu)[-5:].tolist()
+
+
+def test_a_small_max_length_blames_max_length_not_an_option_never_set(
+    tiny_bert_dir: Path,
+) -> None:
+    rr = Reranker(str(tiny_bert_dir), backend="cross-encoder", max_length=6)
+    assert len(rr.score("a long query with many words in it", ["a passage"])) == 1
+    with pytest.raises(ConfigurationError, match="max_length=3 leaves no room"):
+        Reranker(str(tiny_bert_dir), backend="cross-encoder", max_length=3)

@@ -389,3 +389,22 @@ def test_a_server_that_never_answers_times_out(
     assert isinstance(outcome, BackendError), outcome
     assert "timed out" in str(outcome)
     assert list(cache.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("HF_HUB_OFFLINE", "1"), ("HF_HUB_OFFLINE", "true"), ("TRANSFORMERS_OFFLINE", "YES")],
+)
+def test_every_spelling_of_offline_forbids_the_download(
+    serve_models: StartServer,
+    exported: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+) -> None:
+    server = serve_models([_zipped(exported, PUBLISHED)])
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(BackendError, match=f"{variable} is set"):
+        Reranker(PUBLISHED, backend="flashrank", cache_dir=str(tmp_path / "cache"))
+    assert server.requests == 0

@@ -16,6 +16,7 @@ import pytest
 
 from rerankit import (
     AuthenticationError,
+    BackendError,
     BadRequestError,
     CircuitOpenError,
     ConfigurationError,
@@ -721,3 +722,56 @@ def test_only_the_trial_itself_ends_the_trial() -> None:
         trial_may_end.set()
         assert trial.result(5).indices == [0]
     assert rr.backend.circuit.state == "closed"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_a_half_open_trial_of_a_chunked_request_lets_the_rest_follow(
+    monkeypatch: pytest.MonkeyPatch, use_async: bool
+) -> None:
+    calls: list[httpx.Request] = []
+    healthy = False
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return (
+            _scores_response(request) if healthy else httpx.Response(503, json={"detail": "down"})
+        )
+
+    rr = _reranker(
+        handler,
+        calls,
+        max_retries=0,
+        failure_threshold=1,
+        reset_after=60.0,
+        max_documents_per_request=10,
+    )
+    with pytest.raises(ServerError):
+        rr.rank("q", ["a"])
+    circuit = rr.backend.circuit  # type: ignore[attr-defined]
+    monkeypatch.setattr(circuit, "_clock", lambda: 1e12)  # the cool-down has passed
+    healthy = True
+    docs = [f"doc {i}" * (i + 1) for i in range(25)]  # three chunks
+    result = asyncio.run(rr.arank("q", docs)) if use_async else rr.rank("q", docs)
+    assert sorted(result.indices) == list(range(25))
+    assert len(calls) == 1 + 3
+    assert circuit.state == "closed"
+
+
+async def test_a_closed_backend_says_so_on_both_paths() -> None:
+    rr = _reranker(_scores_response)
+    rr.close()
+    with pytest.raises(BackendError, match="was closed"):
+        rr.rank("q", ["a"])
+    with pytest.raises(BackendError, match="was closed"):
+        await rr.arank("q", ["a"])
+
+
+def test_credentials_in_the_url_never_reach_messages_or_reprs() -> None:
+    def down(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, json={"detail": "down"})
+
+    rr = _reranker(down, base_url="https://alice:S3CRETPW@tei.internal:8080", max_retries=0)
+    with pytest.raises(ServerError) as caught:
+        rr.rank("q", ["a"])
+    assert "S3CRETPW" not in str(caught.value)
+    assert "S3CRETPW" not in repr(rr.backend)
+    assert "tei.internal:8080" in str(caught.value)

@@ -379,3 +379,27 @@ def test_bench_refuses_what_it_cannot_compare(
     assert "the 'jina' backend has none" in capsys.readouterr().err
     assert main(["bench", data, "--option", "cache_size=1"]) == 2
     assert "--backend and --option apply to --model" in capsys.readouterr().err
+
+
+def test_an_apostrophe_or_bracket_inside_a_path_keeps_the_settings_after_it() -> None:
+    assert parse_spec(
+        "model=/data/o'brien/m,backend=cross-encoder,trust_remote_code=false", flag="--reranker"
+    ) == {
+        "model": "/data/o'brien/m",
+        "backend": "cross-encoder",
+        "trust_remote_code": "false",
+    }
+    assert parse_spec("model=./a[b,backend=flashrank", flag="--reranker") == {
+        "model": "./a[b",
+        "backend": "flashrank",
+    }
+
+
+def test_an_unclosed_value_is_an_error_that_does_not_echo_the_spec(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    spec = 'model=m,providers=["A",api_key=sk-NEVER-PRINTED'
+    assert main(["eval", str(SHARED_DATA / "scifact"), "--reranker", spec]) == 2
+    err = capsys.readouterr().err
+    assert "never closed" in err
+    assert "sk-NEVER-PRINTED" not in err

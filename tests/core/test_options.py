@@ -98,3 +98,17 @@ def test_config_fields_parse_text_the_same_way() -> None:
         RerankerConfig.from_kwargs("m", batch_size="0")
     with pytest.raises(ConfigurationError, match="dtype takes one of"):
         RerankerConfig.from_kwargs("m", dtype="int4")
+
+
+def test_only_ascii_numbers_and_finite_floats() -> None:
+    with pytest.raises(ConfigurationError, match="max_batch_tokens takes an int"):
+        _parse(max_batch_tokens="\u0661\u0662")  # Arabic-Indic 12
+    for huge in (10**400, "1e400", "\u0661\u066b\u0665"):
+        with pytest.raises(ConfigurationError, match="timeout takes a finite number"):
+            _parse(timeout=huge)
+    assert _parse(timeout=2)["timeout"] == 2.0
+
+
+def test_an_option_given_twice_is_an_error() -> None:
+    with pytest.raises(ConfigurationError, match=r"\['max_batch_tokens'\] are given both"):
+        RerankerConfig.from_kwargs("m", max_batch_tokens=1, options={"max_batch_tokens": 2})

@@ -89,39 +89,68 @@ def test_explicit_backend_wins(tiny_bert_dir: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "model",
+    ("model", "backend"),
     [
-        "Qwen/Qwen3-Reranker-0.6B",
-        "BAAI/bge-reranker-v2-gemma",
-        "BAAI/bge-reranker-v2-minicpm-layerwise",
-        "BAAI/bge-reranker-v2.5-gemma2-lightweight",
-        "mixedbread-ai/mxbai-rerank-base-v2",
-        "castorini/monot5-base-msmarco",
-        "jinaai/jina-reranker-m0",
+        ("Qwen/Qwen3-Reranker-0.6B", "llm"),
+        ("Qwen/Qwen3-Reranker-8B", "llm"),
+        ("BAAI/bge-reranker-v2-gemma", "llm"),
+        ("BAAI/bge-reranker-v2-minicpm-layerwise", "llm"),
+        ("BAAI/bge-reranker-v2.5-gemma2-lightweight", "llm"),
+        ("mixedbread-ai/mxbai-rerank-base-v2", "llm"),
+        ("castorini/monot5-base-msmarco", "t5"),
+        ("unicamp-dl/InRanker-base", "t5"),
     ],
 )
-def test_generative_rerankers_are_not_given_to_the_cross_encoder(model: str) -> None:
-    with pytest.raises(UnknownBackendError, match="randomly initialised head"):
+def test_generative_rerankers_get_their_backends(model: str, backend: str) -> None:
+    assert infer_backend(model) == backend
+
+
+@pytest.mark.parametrize(
+    ("model", "kind"),
+    [
+        ("jinaai/jina-reranker-m0", "vision-language"),
+        ("lightonai/MonoQwen2-VL-v0.1", "vision-language"),
+        ("castorini/rank_zephyr_7b_v1_full", "listwise"),
+    ],
+)
+def test_generative_rerankers_without_a_backend_are_refused(model: str, kind: str) -> None:
+    """Never handed to the cross-encoder, which would give them a random head."""
+    with pytest.raises(UnknownBackendError, match=f"{kind}.*randomly initialised head"):
         infer_backend(model)
     with pytest.raises(UnknownBackendError, match="randomly initialised head"):
         Reranker(model)
 
 
 @pytest.mark.parametrize(
-    ("architecture", "kind"),
+    ("architecture", "backend"),
     [
-        ("Qwen3ForCausalLM", "causal-LM"),
-        ("Gemma2ForCausalLM", "causal-LM"),
-        ("T5ForConditionalGeneration", "T5"),
-        ("Qwen2VLForConditionalGeneration", "vision-language"),
+        ("Qwen3ForCausalLM", "llm"),
+        ("Gemma2ForCausalLM", "llm"),
+        ("T5ForConditionalGeneration", "t5"),
+        ("MT5ForConditionalGeneration", "t5"),
     ],
 )
-def test_generative_folders_are_refused(tmp_path: Path, architecture: str, kind: str) -> None:
+def test_generative_folders_get_their_backends(
+    tmp_path: Path, architecture: str, backend: str
+) -> None:
     folder = _folder(
         tmp_path, "some-reranker", config__json=json.dumps({"architectures": [architecture]})
     )
-    with pytest.raises(UnknownBackendError, match=kind):
+    assert infer_backend(str(folder)) == backend
+
+
+def test_vision_language_folders_are_refused(tmp_path: Path) -> None:
+    config = json.dumps({"architectures": ["Qwen2VLForConditionalGeneration"]})
+    folder = _folder(tmp_path, "some-reranker", config__json=config)
+    with pytest.raises(UnknownBackendError, match="vision-language"):
         infer_backend(str(folder))
+
+
+def test_refused_kinds_are_not_backend_names() -> None:
+    with pytest.raises(UnknownBackendError, match=r"vision-language .*: not supported yet"):
+        canonical_name("vlm")
+    assert canonical_name("causal-lm") == "llm"
+    assert canonical_name("monot5") == "t5"
 
 
 @pytest.mark.parametrize(
@@ -145,3 +174,44 @@ def test_a_folder_named_like_an_api_model_runs_locally(tmp_path: Path) -> None:
 def test_bare_api_model_names_stay_remote() -> None:
     assert infer_backend("jina-reranker-v2-base-multilingual") == "jina"
     assert infer_backend("jina-colbert-v2") == "colbert"
+
+
+def test_a_classifier_conversion_of_an_llm_reranker_is_a_cross_encoder() -> None:
+    assert infer_backend("tomaarsen/Qwen3-Reranker-0.6B-seq-cls") == "cross-encoder"
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "jina-reranker-v2-base-multilingual/",  # a folder path typed before it exists
+        "jina-reranker-v3/onnx",
+        "jina-reranker-v2-base-multilingual.onnx",
+        "./jina-reranker-v3",
+        "~/models/jina-reranker-v3",
+        " jina-reranker-v3",
+        "jina-reranker-v3\\",
+    ],
+)
+def test_paths_and_files_named_like_an_api_model_are_never_remote(
+    model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JINA_API_KEY", "a-key-that-must-not-be-used")
+    assert infer_backend(model) != "jina"
+
+
+def test_an_existing_path_named_exactly_like_an_api_model_runs_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "jina-reranker-v3").write_text("not a folder, but a local file")
+    assert infer_backend("jina-reranker-v3") == "cross-encoder"
+
+
+def test_inference_never_picks_a_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rerankit import registry
+
+    squatter = registry.BackendSpec("vlm", "evil", "Remote", "", (), plugin="evil-plugin")
+    monkeypatch.setattr(registry, "_plugins", lambda: {"vlm": squatter})
+    assert "vlm" in registry.available()
+    with pytest.raises(UnknownBackendError, match="is refused"):
+        infer_backend("jinaai/jina-reranker-m0")

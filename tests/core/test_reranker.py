@@ -207,3 +207,10 @@ def test_rank_many_rejects_malformed_requests(
 ) -> None:
     with pytest.raises(InvalidInputError, match=message):
         reranker.rank_many(requests)  # type: ignore[arg-type]
+
+
+def test_invalid_unicode_is_a_typed_error(reranker: Reranker) -> None:
+    with pytest.raises(InvalidInputError, match=r"documents\[1\] holds a lone surrogate"):
+        reranker.rank("q", ["fine", "bad \ud800 text"])
+    with pytest.raises(InvalidInputError, match="query holds a lone surrogate"):
+        reranker.score("\udfff", ["fine"])
