@@ -21,7 +21,12 @@ DTYPES = ("float32", "float16", "bfloat16")
 FIELDS: OptionSchema = {
     "backend": Option("str", None, "backend name; inferred from the model when unset"),
     "device": Option("str", None, "cpu, cuda, cuda:1, mps; the best available when unset"),
-    "dtype": Option("enum", None, "weights' dtype; fp16 on CUDA, fp32 elsewhere", choices=DTYPES),
+    "dtype": Option(
+        "enum",
+        None,
+        "weights' dtype; on CUDA fp16 (bf16 for LLM and T5 rerankers), fp32 elsewhere",
+        choices=DTYPES,
+    ),
     "batch_size": Option("int", 32, "pairs per batch at most", minimum=1),
     "max_length": Option("int", 512, "tokens per pair at most (query + passage)", minimum=1),
     "top_k": Option("int", None, "documents kept, best first", minimum=1),

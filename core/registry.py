@@ -7,6 +7,8 @@ Only the chosen backend's module is imported.
 What can leave the machine: inference never picks a remote backend for a local folder or a hub
 id (``org/name``): those run here. Only a bare service model name (``jina-reranker-v2-base-
 multilingual``, no ``org/``) is inferred as the Jina API; ``backend="jina"`` says so explicitly.
+RankZephyr / RankVicuna names infer the ``listwise`` backend with a local model; sending
+documents to a chat server takes ``backend="listwise"`` and ``base_url=`` both.
 
 Out-of-tree backends register under the entry-point group ``rerankit.backends``
 (``name = "package.module:BackendClass"``) and are named like built-in ones.
@@ -90,6 +92,15 @@ BACKENDS: dict[str, BackendSpec] = {
             requires=("onnxruntime", "tokenizers", "numpy"),
             aliases=("onnx",),
         ),
+        BackendSpec(  # the model on a server (extra "jina") or here ("transformers"): the
+            # backend checks the extra of the path chosen by base_url, so requires is empty
+            name="listwise",
+            module="rerankit.backends.listwise",
+            attribute="ListwiseBackend",
+            extra="transformers",
+            requires=(),
+            aliases=("rankgpt", "rankllm", "rank-llm"),
+        ),
         BackendSpec(
             name="jina",
             module="rerankit.backends.jina",
@@ -111,7 +122,7 @@ FLASHRANK_FILES = {
 }
 
 # Generative model kinds, which must never fall back to the cross-encoder (loaded as a
-# classifier they get a random head). "llm" and "t5" have backends; the others are refused.
+# classifier they get a random head). "llm", "t5" and "listwise" have backends; "vlm" is refused.
 GENERATIVE_KINDS = {
     "llm": "a causal-LM reranker (scored by the logits of answer tokens such as 'yes'/'no')",
     "t5": "a T5 reranker (scored by one decoder step over 'true'/'false')",
@@ -287,7 +298,8 @@ def _infer_from_folder(folder: Path) -> str | None:
     if any(arch.endswith("ForSequenceClassification") for arch in architectures):
         return "cross-encoder"
     if any(arch.endswith("ForCausalLM") for arch in architectures):
-        return "llm"
+        # RankZephyr and RankVicuna are causal LMs too; their names say they order lists.
+        return "listwise" if _infer_from_name(folder.name) == "listwise" else "llm"
     if any(re.match(r"M?T5ForConditionalGeneration$", arch) for arch in architectures):
         return "t5"
     if any(arch.endswith("ForConditionalGeneration") for arch in architectures):

@@ -4,7 +4,9 @@
 >>> ranker = RerankitRanker(model="BAAI/bge-reranker-v2-m3", top_k=5)   # doctest: +SKIP
 >>> ranker.run(query="query", documents=docs)["documents"]             # doctest: +SKIP
 
-Each document's ``score`` is on the scale named in ``meta["rerank_score_scale"]``.
+Each document's ``score`` is on the scale named in ``meta["rerank_score_scale"]``. With a
+listwise backend (scale ``"rank"``) it is rank-derived: ``len(documents)`` for the first down
+to 1, an order rather than a relevance.
 Pipelines that use it load from YAML with the rerankit module allow-listed:
 ``Pipeline.loads(yaml_text, allowed_modules=["rerankit.*"])``.
 """

@@ -7,6 +7,8 @@
 Use it in ``ContextualCompressionRetriever(base_compressor=compressor, base_retriever=...)`` or
 as an LCEL step. Scores land in ``metadata["relevance_score"]`` of new documents, and what they
 are (``"logit"``, ``"probability"``, ``"rank"``, ...) in ``metadata["rerank_score_scale"]``.
+With a listwise backend (``"rank"``) the score is rank-derived: ``len(documents)`` for the
+first document down to 1, an order rather than a relevance.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@
 >>> index.as_query_engine(node_postprocessors=[rerank])                       # doctest: +SKIP
 
 Each node's ``score`` is on the scale named in its ``metadata["rerank_score_scale"]`` (kept out
-of the LLM and embedding text).
+of the LLM and embedding text). With a listwise backend (scale ``"rank"``) the score is
+rank-derived: ``len(nodes)`` for the first node down to 1, an order rather than a relevance.
 """
 
 from __future__ import annotations

@@ -382,3 +382,22 @@ def tiny_t5_reranker(out: Path, *, multilingual: bool = False) -> Path:
         T5ForConditionalGeneration(T5Config(**settings)).eval().save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+# ChatML, as Qwen's chat models render it: system, user and assistant turns, then the
+# assistant's turn opened for the answer.
+CHATML_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+def tiny_chat_model(out: Path, *, chat_template: str | None = CHATML_TEMPLATE) -> Path:
+    """A 2-layer random ``Qwen3ForCausalLM`` chat model (ChatML) for the listwise backend.
+
+    Its answers are noise: greedy decoding of random weights, which is what exercises the
+    listwise backend's repair of unusable orders. ``chat_template=None`` saves none.
+    """
+    return tiny_qwen3_reranker(out, chat_template=chat_template)

@@ -54,7 +54,10 @@ class Backend(ABC):
 
     name: ClassVar[str]
     options_schema: ClassVar[OptionSchema] = {}
-    remote: ClassVar[bool] = False  # scores on a service (each call may cost money), not here
+    # Scores on a service (each call may cost money), not here. Not a ClassVar: a backend that
+    # reaches its model either way (listwise: an HTTP endpoint or a local model) sets it per
+    # instance.
+    remote: bool = False
     scale: str = "unspecified"
 
     def __init__(self, config: RerankerConfig) -> None:

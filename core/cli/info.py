@@ -30,7 +30,8 @@ INFERENCE_RULE = (
     "ColBERT or PyLate files, config.json architectures); else patterns in the name. A local\n"
     "folder or an org/name hub id always runs on this machine and is never sent to a remote\n"
     "backend; only a bare service model name (e.g. jina-reranker-v2-base-multilingual) is\n"
-    "inferred as the Jina API."
+    "inferred as the Jina API. A chat server (listwise, base_url=) is used only with\n"
+    "backend=listwise named."
 )
 
 

@@ -38,6 +38,7 @@ def build_report(
             "pairs": system.pairs,
             "pairs_per_second": system.pairs_per_second,
             "usage": system.usage,
+            "usage_per_query": _per_query(system.usage, len(system.latencies_ms)),
             "per_query": values,
         }
         entries.append(entry)
@@ -52,6 +53,11 @@ def build_report(
         "environment": environment(),
         "systems": entries,
     }
+
+
+def _per_query(usage: dict[str, float], queries: int) -> dict[str, float]:
+    """Each usage figure (tokens, cost, windows) as the mean over the queries ranked."""
+    return {key: value / queries for key, value in usage.items()} if queries else {}
 
 
 def environment() -> dict[str, Any]:
@@ -71,9 +77,14 @@ def environment() -> dict[str, Any]:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """A Markdown table; † marks p < 0.05 (paired t-test) against the first stage."""
+    """A Markdown table; † marks p < 0.05 (paired t-test) against the first stage.
+
+    Latency, tokens and cost are per query (tokens: what the backend reported, e.g. a service's
+    billed tokens or a chat model's prompt and answer tokens).
+    """
     header = (
-        "| system | nDCG@10 | MRR@10 | R@10 | R@100 | p50 ms | p95 ms | pairs/s | tokens | cost |"
+        "| system | nDCG@10 | MRR@10 | R@10 | R@100 | p50 ms | p95 ms | pairs/s "
+        "| tokens/query | cost/query |"
     )
     lines = [
         f"**{report['dataset']['name']}**: {report['dataset']['queries']} queries, "
@@ -91,13 +102,13 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{system['metrics'][metric]:.3f}{'†' if p is not None and p < 0.05 else ''}"
             )
         latency = system["latency_ms"]
-        usage = system["usage"]
+        usage = system["usage_per_query"]
         cells += [
             f"{latency['p50']:.1f}",
             f"{latency['p95']:.1f}",
             f"{system['pairs_per_second']:.0f}" if system["pairs"] else "-",
             f"{usage['total_tokens']:.0f}" if "total_tokens" in usage else "-",
-            f"{usage['cost']:.4f}" if "cost" in usage else "-",
+            f"{usage['cost']:.6f}" if "cost" in usage else "-",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "† p < 0.05, paired t-test against the first stage over the same queries."]

@@ -2,7 +2,9 @@
 ``/metrics``. Built with FastAPI; run by uvicorn (``rerankit serve``) or Ray Serve.
 
 A rerank response adds ``score_scale`` next to ``results``: what the ``relevance_score`` values
-are (``"logit"``, ``"probability"``, ...; ``RankResult.scale``). Every response carries an
+are (``"logit"``, ``"probability"``, ...; ``RankResult.scale``). For a listwise model the scale
+is ``"rank"`` and ``relevance_score`` is rank-derived: ``len(documents)`` for the first
+document down to 1, an order, not a score to compare across requests. Every response carries an
 ``X-Request-ID`` (the client's, when it is a plain token); a 500 tells the client only that id,
 and the log holds the error under it. 4xx, 502 and 503 answers keep rerankit's typed message."""
 
@@ -238,7 +240,8 @@ def create_app(rerankers: Mapping[str, Reranker], settings: ServeSettings | None
         started = time.perf_counter()
         try:
             ranked = await asyncio.wait_for(
-                batchers[name].submit(body.query, texts), timeout=settings.request_timeout_s
+                batchers[name].submit(body.query, texts, body.top_n),
+                timeout=settings.request_timeout_s,
             )
         except QueueFullError as exc:
             metrics.requests.labels(name, "429").inc()

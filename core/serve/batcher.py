@@ -34,6 +34,7 @@ class _Pending:
     query: str
     texts: Sequence[str]
     future: asyncio.Future[RankResult]
+    top_k: int | None = None
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -73,8 +74,14 @@ class MicroBatcher:
         await asyncio.gather(self._worker, return_exceptions=True)
         self._worker = None
 
-    async def submit(self, query: str, texts: Sequence[str]) -> RankResult:
-        """``texts`` ranked for ``query``, or :class:`QueueFullError` when the queue is full."""
+    async def submit(
+        self, query: str, texts: Sequence[str], top_k: int | None = None
+    ) -> RankResult:
+        """``texts`` ranked for ``query``, or :class:`QueueFullError` when the queue is full.
+
+        ``top_k`` keeps the best ``top_k``; a batch whose requests all keep the same number
+        passes it on as the backend's hint (a listwise backend then orders fewer windows).
+        """
         if self.queued_pairs + len(texts) > self.max_queue_pairs:
             raise QueueFullError(
                 f"queue holds {self.queued_pairs} pairs; this request adds {len(texts)} "
@@ -82,7 +89,7 @@ class MicroBatcher:
             )
         self.queued_pairs += len(texts)
         future: asyncio.Future[RankResult] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(query, texts, future))
+        await self._queue.put(_Pending(query, texts, future, top_k))
         try:
             return await future
         finally:
@@ -107,8 +114,10 @@ class MicroBatcher:
 
     async def _score(self, live: list[_Pending]) -> None:
         requests = [(p.query, p.texts) for p in live]
+        cuts = {p.top_k for p in live}
+        top_k = cuts.pop() if len(cuts) == 1 else None
         try:
-            results = await self.reranker.arank_many(requests)
+            results = await self.reranker.arank_many(requests, top_k=top_k)
         except ServiceUnavailableError as exc:  # the same for every request: fail them all now
             for pending in live:
                 if not pending.future.done():

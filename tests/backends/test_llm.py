@@ -463,3 +463,22 @@ def test_golden_folders_infer_their_family(
 def test_bge_gemma_takes_no_instruction() -> None:
     with pytest.raises(ConfigurationError, match="'bge-gemma' family takes no instruction"):
         Reranker(str(GOLDEN / "bge-gemma"), backend="llm", family="bge-gemma", instruction="x")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_batches_agree_and_bfloat16_keeps_the_ranking(qwen3_dir: Path) -> None:
+    """On CUDA left-padded batches must score as single rows (a masked SDPA kernel did not)."""
+    rng = np.random.default_rng(0)
+    words = ["cell", "protein", "gene", "DNA", "repair", "immune", "tumour", "risk", "Paris"]
+    docs = [" ".join(rng.choice(words, size=n)) for n in rng.integers(1, 300, size=40)]
+    cpu = np.asarray(Reranker(str(qwen3_dir), device="cpu").score(QUERY, docs))
+    one = Reranker(str(qwen3_dir), device="cuda", dtype="float32", batch_size=1)
+    many = Reranker(str(qwen3_dir), device="cuda", dtype="float32", batch_size=16)
+    assert many.score(QUERY, docs) == pytest.approx(one.score(QUERY, docs), abs=1e-5)
+    assert many.score(QUERY, docs) == pytest.approx(cpu, abs=1e-5)
+    default = Reranker(str(qwen3_dir), device="cuda")
+    assert default.backend.model.dtype == torch.bfloat16  # type: ignore[attr-defined]
+    scores = np.asarray(default.score(QUERY, docs))
+    assert set(np.argsort(-scores)[:5]) & set(np.argsort(-cpu)[:5])
+    assert np.abs(scores - cpu).max() < 0.1

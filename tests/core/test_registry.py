@@ -99,10 +99,21 @@ def test_explicit_backend_wins(tiny_bert_dir: Path, tmp_path: Path) -> None:
         ("mixedbread-ai/mxbai-rerank-base-v2", "llm"),
         ("castorini/monot5-base-msmarco", "t5"),
         ("unicamp-dl/InRanker-base", "t5"),
+        ("castorini/rank_zephyr_7b_v1_full", "listwise"),
+        ("castorini/rank_vicuna_7b_v1", "listwise"),
     ],
 )
 def test_generative_rerankers_get_their_backends(model: str, backend: str) -> None:
     assert infer_backend(model) == backend
+
+
+def test_listwise_folders_are_causal_lms_named_so(tmp_path: Path) -> None:
+    config = json.dumps({"architectures": ["MistralForCausalLM"]})
+    assert infer_backend(str(_folder(tmp_path, "rank_zephyr_7b", config__json=config))) == (
+        "listwise"
+    )
+    assert infer_backend(str(_folder(tmp_path, "mistral-7b", config__json=config))) == "llm"
+    assert canonical_name("RankGPT") == "listwise"
 
 
 @pytest.mark.parametrize(
@@ -110,7 +121,6 @@ def test_generative_rerankers_get_their_backends(model: str, backend: str) -> No
     [
         ("jinaai/jina-reranker-m0", "vision-language"),
         ("lightonai/MonoQwen2-VL-v0.1", "vision-language"),
-        ("castorini/rank_zephyr_7b_v1_full", "listwise"),
     ],
 )
 def test_generative_rerankers_without_a_backend_are_refused(model: str, kind: str) -> None:

@@ -20,6 +20,7 @@ KEYS = {
     "pairs",
     "pairs_per_second",
     "usage",
+    "usage_per_query",
     "per_query",
 }
 

@@ -1,4 +1,7 @@
-"""Wire formats of rerank services that speak (nearly) the Jina shape, one small table each.
+"""The rerank-API wire format: services that speak (nearly) the Jina shape, one small table each.
+
+A :class:`Dialect` builds the JSON body of one call and reads the answer (scores in input
+order, usage figures); :class:`~rerankit.remote.transport.HTTPTransport` carries it.
 
 What each service's score is, and so what ``normalize`` does (``RankResult.scale``):
 
@@ -21,9 +24,12 @@ jina       ``relevance_score`` as returned        refused: the Jina API has no r
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from rerankit.errors import InvalidResponseError
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +74,46 @@ class Dialect:
         if self.raw_scores_field is not None or self.relevance_is_probability:
             return "probability"
         return None
+
+    def scores(self, payload: Any, expected: int, *, where: str) -> list[float]:
+        """One finite score per document sent, in input order; ``where`` starts messages.
+
+        The answer must hold every index in ``range(expected)`` exactly once.
+        """
+        results = (
+            payload
+            if self.results_field is None
+            else (payload.get(self.results_field) if isinstance(payload, dict) else None)
+        )
+        if not isinstance(results, list):
+            raise InvalidResponseError(f"{where}: the response has no list of results")
+        scores: dict[int, float] = {}
+        duplicates: set[int] = set()
+        for item in results:
+            index = item.get("index") if isinstance(item, dict) else None
+            score = item.get(self.score_field) if isinstance(item, dict) else None
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < expected:
+                raise InvalidResponseError(
+                    f"{where}: result index {index!r} is not in range(0, {expected})"
+                )
+            if (
+                isinstance(score, bool)
+                or not isinstance(score, int | float)
+                or not math.isfinite(score)
+            ):
+                raise InvalidResponseError(
+                    f"{where}: result {index} has no finite {self.score_field!r}"
+                )
+            if index in scores:
+                duplicates.add(index)
+            scores[index] = float(score)
+        missing = sorted(set(range(expected)) - set(scores))
+        if duplicates or missing:
+            raise InvalidResponseError(
+                f"{where}: {expected} documents sent, but indices {missing} are missing "
+                f"and {sorted(duplicates)} are repeated in the response"
+            )
+        return [scores[i] for i in range(expected)]
 
     def usage(self, payload: Any) -> dict[str, float]:
         """Billed usage figures found in the response, by rerankit's name for them."""

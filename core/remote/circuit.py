@@ -26,7 +26,7 @@ passed the circuit is half-open: exactly one call at a time goes out as the tria
 are refused until it ends.
 
 Why not a library: ``pybreaker`` (maintained) holds its lock for the whole duration of each
-call, which serialises the concurrent chunk requests this backend sends, and its async support
+call, which serialises the concurrent requests a remote backend sends, and its async support
 is Tornado's, not asyncio's; ``aiobreaker`` has had no release since 2021; ``purgatory`` keeps
 separate sync and async breakers, so the sync and async paths of one backend would not share
 one state; ``circuitbreaker`` is a decorator without a lock. None of them records the end of a
