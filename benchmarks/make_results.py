@@ -22,6 +22,33 @@ OUT = ROOT / "benchmarks" / "results"
 MAX_QUERIES = {"cmrc2018-sent": 500}
 COMMAND = "python benchmarks/make_results.py"
 
+# Listwise rerankers need a chat LLM that cannot be downloaded here: the section says how to
+# run benchmarks/listwise.py against a server instead.
+LISTWISE = [
+    "## Listwise reranking (`benchmarks/listwise.py`)",
+    "",
+    "Not run here: a listwise reranker needs a chat LLM (RankZephyr has 7B parameters), and no",
+    "model weights can be downloaded in this environment; a tiny random model would only rank",
+    "noise. The script runs `rerankit eval` on every set above with the `listwise` backend on an",
+    "OpenAI-compatible server and writes nDCG@10, latency, tokens and cost per query next to the",
+    "cross-encoder rows (to benchmarks/results/listwise/). Against vLLM serving RankZephyr:",
+    "",
+    "```",
+    "vllm serve castorini/rank_zephyr_7b_v1_full --port 8000",
+    "python benchmarks/listwise.py --base-url http://localhost:8000 \\",
+    "    --model castorini/rank_zephyr_7b_v1_full --cross-encoder BAAI/bge-reranker-v2-m3",
+    "```",
+    "",
+    "Against Ollama with a general chat model (RankGPT's prompt):",
+    "",
+    "```",
+    "ollama pull qwen2.5:7b-instruct",
+    "python benchmarks/listwise.py --base-url http://localhost:11434/v1 \\",
+    "    --model qwen2.5:7b-instruct --prompt rankgpt --cross-encoder BAAI/bge-reranker-v2-m3",
+    "```",
+    "",
+]
+
 
 def rerankers() -> list[str]:
     """The offline rerankers: late interaction on the real all-MiniLM-L6-v2 weights."""
@@ -72,6 +99,7 @@ def main() -> None:
     for name in sets:
         lines += [(OUT / name / "report.md").read_text().strip(), ""]
         lines += [f"![{name}](results/{name}/quality_vs_latency.png)", ""]
+    lines += LISTWISE
     bench = json.loads((OUT / "bench.json").read_text())
     from rerankit.cli.bench import markdown_table
 

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from rerankit.errors import ConfigurationError
 
-OptionType = Literal["bool", "int", "float", "str", "list", "enum"]
+OptionType = Literal["bool", "int", "float", "str", "list", "int-list", "enum"]
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
@@ -29,7 +29,10 @@ _FALSE = frozenset({"false", "0", "no", "off"})
 
 @dataclass(frozen=True, slots=True)
 class Option:
-    """One option: its type, its default (``None``: unset), a one-line help and its bounds."""
+    """One option: its type, its default (``None``: unset), a one-line help and its bounds.
+
+    ``minimum`` bounds a number, or each number of an ``"int-list"``.
+    """
 
     type: OptionType
     default: Any
@@ -73,8 +76,13 @@ def parse_value(name: str, option: Option, value: Any) -> Any:
             f"option {name} takes {_expected(option)}, got {value!r}"
             + (f" ({type(value).__name__})" if not isinstance(value, str) else "")
         )
-    if option.minimum is not None and parsed < option.minimum:
-        raise ConfigurationError(f"option {name} must be >= {option.minimum:g}, got {parsed!r}")
+    if option.minimum is not None:
+        numbers = parsed if option.type == "int-list" else [parsed]
+        if min(numbers) < option.minimum:
+            each = " each" if option.type == "int-list" else ""
+            raise ConfigurationError(
+                f"option {name} must{each} be >= {option.minimum:g}, got {parsed!r}"
+            )
     return parsed
 
 
@@ -121,17 +129,31 @@ def _str(value: Any, option: Option) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _json_list(value: Any) -> Any:
+    """Text from a command line as a JSON list (never a string's characters); else ``value``."""
+    if not isinstance(value, str):
+        return value
+    if not value.strip().startswith("["):
+        return None
+    try:
+        return json.loads(value)
+    except ValueError:
+        return None
+
+
 def _list(value: Any, option: Option) -> list[str] | None:
-    if isinstance(value, str):  # text from a command line: a JSON list, never its characters
-        if not value.strip().startswith("["):
-            return None
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return None
+    value = _json_list(value)
     if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
         return list(value)
     return None
+
+
+def _int_list(value: Any, option: Option) -> list[int] | None:
+    value = _json_list(value)
+    numbers = isinstance(value, list | tuple) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    )
+    return list(value) if numbers and value else None
 
 
 def _enum(value: Any, option: Option) -> str | None:
@@ -146,6 +168,7 @@ _PARSERS: dict[str, Callable[[Any, Option], Any]] = {
     "float": _float,
     "str": _str,
     "list": _list,
+    "int-list": _int_list,
     "enum": _enum,
 }
 
@@ -155,6 +178,8 @@ def _expected(option: Option) -> str:
         return "true or false (also 1/0, yes/no, on/off as text)"
     if option.type == "list":
         return 'a list of strings (on a command line, JSON: ["a", "b"])'
+    if option.type == "int-list":
+        return "a non-empty list of ints (on a command line, JSON: [8, 16])"
     if option.type == "enum":
         return f"one of {list(option.choices)}"
     if option.type == "str":

@@ -21,6 +21,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar
 
 from rerankit._optional import require
@@ -49,7 +50,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("rerankit")
 
-DEFAULT_REMOTE_CONTEXT = 4096  # RankZephyr's, and rank_llm's default; raise it for longer ones
+# The context prompts are fitted to when context_size is unset: RankZephyr's (it was trained on
+# 4096-token prompts, as rank_llm runs it), or a local model's own when that is smaller. Raise
+# it for long-context models.
+DEFAULT_CONTEXT = 4096
 
 _PRICES = ("price_per_million_input_tokens", "price_per_million_output_tokens")
 _REMOTE_ONLY = frozenset({*TRANSPORT_OPTIONS, *_PRICES})
@@ -99,8 +103,8 @@ class ListwiseBackend(Backend):
         "context_size": Option(
             "int",
             None,
-            f"tokens of prompt and answer at most; the model's own when local, "
-            f"{DEFAULT_REMOTE_CONTEXT} for a server when unset",
+            f"tokens of prompt and answer at most; {DEFAULT_CONTEXT} when unset (a local "
+            "model's own context when smaller)",
             minimum=16,
         ),
         "max_new_tokens": Option(
@@ -116,16 +120,12 @@ class ListwiseBackend(Backend):
             "float", None, "server only: adds usage['cost'] from the answer tokens", minimum=0
         ),
         **{
-            name: Option(o.type, o.default, f"server only: {o.help}", o.minimum)
-            for name, o in TRANSPORT_OPTIONS.items()
+            name: replace(o, help=f"server only: {o.help}") for name, o in TRANSPORT_OPTIONS.items()
         },
         "chat_template": Option(
             "str", None, "local only: Jinja chat template, for a tokenizer that has none"
         ),
-        **{
-            name: Option(o.type, o.default, f"local only: {o.help}", o.minimum)
-            for name, o in HUB_OPTIONS.items()
-        },
+        **{name: replace(o, help=f"local only: {o.help}") for name, o in HUB_OPTIONS.items()},
     }
 
     def __init__(
@@ -167,7 +167,7 @@ class ListwiseBackend(Backend):
         self.prompter = Prompter(
             self.style,
             max_passage_words=self.options["max_passage_words"],
-            context_size=self.options["context_size"] or model.context_size,
+            context_size=self.options["context_size"] or min(DEFAULT_CONTEXT, model.context_size),
             count_tokens=model.count_tokens,
             answer_tokens=model.answer_tokens,
         )
@@ -215,7 +215,7 @@ class ListwiseBackend(Backend):
         self.prompter = Prompter(
             self.style,
             max_passage_words=self.options["max_passage_words"],
-            context_size=self.options["context_size"] or DEFAULT_REMOTE_CONTEXT,
+            context_size=self.options["context_size"] or DEFAULT_CONTEXT,
             count_tokens=approximate_tokens,
             answer_tokens=_answer_characters,
         )

@@ -169,8 +169,8 @@ class Prompter:
 
     ``count_tokens`` counts a chat's prompt tokens (a tokenizer, or an estimate); the prompt
     plus ``answer_tokens(size)`` (the answer ``[1] > [2] > ... > [size]``) must fit
-    ``context_size``. Passages start at ``max_passage_words`` words and are shortened until
-    they fit, as RankGPT and rank_llm do.
+    ``context_size``. Passages keep at most ``max_passage_words`` words, fewer when the window
+    would not fit (RankGPT and rank_llm shorten them the same way, one step at a time).
 
     >>> prompter = Prompter(RANKZEPHYR, max_passage_words=300, context_size=4096,
     ...                     count_tokens=lambda m: sum(len(x["content"]) for x in m) // 4,
@@ -198,33 +198,48 @@ class Prompter:
     def window(
         self, query: str, passages: Sequence[str], max_new_tokens: int | None = None
     ) -> WindowPrompt:
-        """The chat for ``passages``; a passage budget of one word that does not fit raises."""
+        """The chat for ``passages`` with the largest word budget that fits.
+
+        Prompt tokens grow with the budget, so a binary search finds it in a few counts. A
+        window that does not fit even at one word a passage raises.
+        """
         answer = self.answer_tokens(len(passages)) if max_new_tokens is None else max_new_tokens
         budget = self.context_size - answer
         query = escape_identifiers(" ".join(query.split()))
         texts = [escape_identifiers(" ".join(p.split())) for p in passages]
-        words = self.max_passage_words
-        while True:
+
+        def fitted(words: int) -> WindowPrompt | None:
             cut = [cut_words(text, words) for text in texts]
             messages = self.style.messages(query, cut)
-            used = self.count_tokens(messages)
-            if used <= budget:
-                shortened = frozenset(
-                    i for i, (a, b) in enumerate(zip(texts, cut, strict=True)) if a != b
-                )
-                return WindowPrompt(messages, answer, shortened)
-            if words == 1:
-                raise InvalidInputError(
-                    f"a window of {len(passages)} passages does not fit context_size="
-                    f"{self.context_size} tokens even at one word a passage ({used} prompt "
-                    f"tokens + {answer} for the answer); shorten the query, lower "
-                    "window_size or raise context_size"
-                )
-            # Each passage at the cap loses its share of the excess (a word is a token or
-            # more), so a few rounds reach the budget; never fewer than one word.
-            excess = used - budget
-            longest = max(_word_units(text) for text in cut)
-            words = max(1, min(words, longest) - max(1, math.ceil(excess / len(passages))))
+            if self.count_tokens(messages) > budget:
+                return None
+            shortened = (i for i, (a, b) in enumerate(zip(texts, cut, strict=True)) if a != b)
+            return WindowPrompt(messages, answer, frozenset(shortened))
+
+        longest = max((_word_units(text) for text in texts), default=0)
+        high = min(self.max_passage_words, longest)  # more words than this change nothing
+        best = fitted(max(high, 1))
+        if best is not None:
+            return best
+        low, high = 1, high - 1  # ``high`` does not fit; find the largest budget that does
+        while low <= high:
+            middle = (low + high) // 2
+            attempt = fitted(middle)
+            if attempt is None:
+                high = middle - 1
+            else:
+                best, low = attempt, middle + 1
+        if best is None:
+            smallest = self.count_tokens(
+                self.style.messages(query, [cut_words(t, 1) for t in texts])
+            )
+            raise InvalidInputError(
+                f"a window of {len(passages)} passages does not fit context_size="
+                f"{self.context_size} tokens even at one word a passage ({smallest} prompt "
+                f"tokens + {answer} for the answer); shorten the query, lower window_size or "
+                "raise context_size"
+            )
+        return best
 
 
 # -- windows ----------------------------------------------------------------------------------

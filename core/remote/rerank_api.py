@@ -14,6 +14,9 @@ infinity   ``raw_scores: true``: the model's      ``raw_scores: false``: infinit
            logit (``"logit"``)                    (``"probability"``)
 cohere     ``relevance_score`` as returned        the same numbers: Cohere documents them as
            (``"service"``); there is no raw form  normalised to [0, 1] (``"probability"``)
+vllm       ``relevance_score`` as returned        the same numbers: vLLM applies the model's
+           (``"service"``)                        activation, the sigmoid for one-logit and
+                                                  yes/no rerankers (``"probability"``)
 jina       ``relevance_score`` as returned        refused: the Jina API has no raw/normalised
            (``"service"``); there is no raw form  switch, and its scores are not probabilities
                                                   for every model it serves (jina-reranker-v3
@@ -165,6 +168,18 @@ DIALECTS: dict[str, Dialect] = {
             results_field="results",
             api_key_env="CO_API_KEY",
             usage_fields={"search_units": ("meta", "billed_units", "search_units")},
+            relevance_is_probability=True,
+        ),
+        Dialect(  # vLLM's /v1/rerank: the Jina shape; unknown body fields only draw warnings
+            name="vllm",
+            default_base_url=None,
+            path="/v1/rerank",
+            documents_field="documents",
+            score_field="relevance_score",
+            top_n_field="top_n",
+            results_field="results",
+            api_key_env=None,
+            usage_fields={"total_tokens": ("usage", "total_tokens")},
             relevance_is_probability=True,
         ),
         Dialect(  # text-embeddings-inference: `texts`, a bare list of {index, score}

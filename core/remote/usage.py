@@ -15,8 +15,8 @@ def cost(usage: Mapping[str, float], prices: Mapping[str, float | None]) -> floa
     """The price of ``usage``: each figure times its price per million; None when unpriced.
 
     >>> cost({"prompt_tokens": 2000, "completion_tokens": 100},
-    ...      {"prompt_tokens": 0.5, "completion_tokens": 2.0})
-    0.0012
+    ...      {"prompt_tokens": 0.5, "completion_tokens": 1.0})
+    0.0011
     """
     priced = [
         usage[figure] * price / 1_000_000

@@ -60,7 +60,9 @@ def test_greedy_answers_match_a_plain_argmax_loop(reranker: Reranker, chat_dir: 
     tokenizer: Any = AutoTokenizer.from_pretrained(chat_dir)
     plain = AutoModelForCausalLM.from_pretrained(chat_dir).eval()
     for (messages, steps), (text, usage) in zip([(short, 6), (long, 9)], answers, strict=True):
-        rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        rendered = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False
+        )
         ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
         generated: list[int] = []
         with torch.inference_mode():
@@ -104,9 +106,7 @@ def test_a_model_without_chat_template_needs_one(tmp_path: Path) -> None:
     folder = model_factory.tiny_chat_model(tmp_path / "plain", chat_template=None)
     with pytest.raises(ConfigurationError, match="has no chat template; pass chat_template="):
         Reranker(str(folder), backend="listwise")
-    rr = Reranker(
-        str(folder), backend="listwise", chat_template=model_factory.CHATML_TEMPLATE
-    )
+    rr = Reranker(str(folder), backend="listwise", chat_template=model_factory.CHATML_TEMPLATE)
     _assert_once(rr.rank(QUERY, _docs(3)), 3)
 
 
@@ -121,9 +121,7 @@ def test_rank_zephyr_folders_are_inferred_as_listwise_and_run_here(
 ) -> None:
     named = tmp_path / "rank_zephyr_tiny"
     named.symlink_to(chat_dir, target_is_directory=True)
-    assert json.loads((named / "config.json").read_text())["architectures"] == [
-        "Qwen3ForCausalLM"
-    ]
+    assert json.loads((named / "config.json").read_text())["architectures"] == ["Qwen3ForCausalLM"]
     rr = Reranker(str(named))
     assert rr.backend_name == "listwise"
     assert rr.backend.remote is False

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from rerankit import (
+    AuthenticationError,
     BadRequestError,
     ConfigurationError,
     InvalidInputError,
@@ -160,7 +161,8 @@ def test_usage_tokens_and_cost(server: ChatServer) -> None:
     result = rr.rank(QUERY, _numbered(25))
     usage = result.usage
     assert usage["windows"] == 2
-    assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
+    assert usage["prompt_tokens"] > 0
+    assert usage["completion_tokens"] > 0
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     expected = (usage["prompt_tokens"] * 0.5 + usage["completion_tokens"] * 2.0) / 1e6
     assert usage["cost"] == pytest.approx(expected)
@@ -187,7 +189,8 @@ def test_seven_candidates_are_one_window_and_one_is_none(server: ChatServer) -> 
     assert [len(w) for w in server.windows] == [7]
     assert result.indices == sorted(range(7), key=lambda i: -((i * 37) % 7))
     single = rr.rank(QUERY, ["only one"])
-    assert single.indices == [0] and single.usage["windows"] == 0
+    assert single.indices == [0]
+    assert single.usage["windows"] == 0
     assert len(server.requests) == 1  # nothing to order: no call
 
 
@@ -197,7 +200,8 @@ def test_top_k_runs_fewer_windows_and_finds_the_same_top(server: ChatServer) -> 
     full = rr.rank(QUERY, docs)
     calls = len(server.requests)
     cut = rr.rank(QUERY, docs, top_k=5)
-    assert calls == 9 and len(server.requests) - calls == 7
+    assert calls == 9
+    assert len(server.requests) - calls == 7
     assert cut.indices == full.indices[:5]
     assert cut.usage["windows"] == 7
 
@@ -282,7 +286,9 @@ def test_a_slow_answer_times_out_and_a_dropped_one_is_retried(server: ChatServer
     ("step", "message"),
     [("invalid-json", "not JSON"), ("no-choices", "no choices")],
 )
-def test_malformed_answers_are_invalid_responses(server: ChatServer, step: str, message: str) -> None:
+def test_malformed_answers_are_invalid_responses(
+    server: ChatServer, step: str, message: str
+) -> None:
     server.script.append(step)
     with pytest.raises(InvalidResponseError, match=message):
         _reranker(server.url).rank(QUERY, DOCS)
@@ -336,7 +342,7 @@ def test_secrets_never_in_logs_reprs_errors_or_configs(
     server.default_step = ("status", 401, None)
     url = server.url.replace("http://", f"http://alice:{password}@")
     rr = _reranker(url, api_key=Secret.from_token(key))
-    with caplog.at_level(logging.DEBUG), pytest.raises(Exception) as caught:
+    with caplog.at_level(logging.DEBUG), pytest.raises(AuthenticationError) as caught:
         rr.rank(QUERY, DOCS)
     assert "Check the API key" in str(caught.value)
     shown = [str(caught.value), repr(rr), repr(rr.backend), caplog.text]

@@ -333,10 +333,14 @@ def test_family_is_inferred_from_the_name_and_checked(qwen3_dir: Path, tmp_path:
         Reranker(str(qwen3_dir), family="llama")
 
 
-def test_planned_families_are_named_not_guessed(tmp_path: Path, qwen3_dir: Path) -> None:
+def test_a_layerwise_name_on_another_checkpoint_is_refused(tmp_path: Path, qwen3_dir: Path) -> None:
     folder = tmp_path / "bge-reranker-v2-minicpm-layerwise"
     folder.symlink_to(qwen3_dir, target_is_directory=True)
-    with pytest.raises(ConfigurationError, match="'bge-layerwise' reranker"):
+    with pytest.raises(
+        ConfigurationError,
+        match=r"'bge-layerwise' reranker, which is a LayerWiseMiniCPMForCausalLM, but its config "
+        r"says \['Qwen3ForCausalLM'\]",
+    ):
         Reranker(str(folder))
 
 

@@ -112,3 +112,21 @@ def test_only_ascii_numbers_and_finite_floats() -> None:
 def test_an_option_given_twice_is_an_error() -> None:
     with pytest.raises(ConfigurationError, match=r"\['max_batch_tokens'\] are given both"):
         RerankerConfig.from_kwargs("m", max_batch_tokens=1, options={"max_batch_tokens": 2})
+
+
+def test_int_lists_from_lists_and_json_text_never_a_bare_string() -> None:
+    schema = {"layers": Option("int-list", None, "layers", minimum=1)}
+
+    def parse(value: object) -> Any:
+        return parse_options(schema, {"layers": value}, owner="the 'x' backend")["layers"]
+
+    assert parse("[8]") == [8]
+    assert parse(" [8, 16] ") == [8, 16]
+    assert parse((4, 24)) == [4, 24]
+    assert parse([3]) == [3]
+    for bad in ("8", "8,16", "[8", '["8"]', "[]", [], [True], [1.5], 8, "[8.0]"):
+        with pytest.raises(ConfigurationError, match=r"layers takes a non-empty list of ints"):
+            parse(bad)
+    with pytest.raises(ConfigurationError, match=r"layers must each be >= 1, got \[8, 0\]"):
+        parse("[8, 0]")
+    assert schema["layers"].describe() == "int-list >= 1, default None"

@@ -43,7 +43,8 @@ def test_eval_reports_tokens_and_cost_per_query(
     per_query = listwise["usage_per_query"]
     assert per_query["windows"] == 2
     assert per_query["unparsed_windows"] == 0
-    assert per_query["prompt_tokens"] > 0 and per_query["completion_tokens"] > 0
+    assert per_query["prompt_tokens"] > 0
+    assert per_query["completion_tokens"] > 0
     usage = listwise["usage"]
     cost = (usage["prompt_tokens"] * 0.5 + usage["completion_tokens"] * 2) / 1e6
     assert per_query["cost"] == pytest.approx(cost / 3)

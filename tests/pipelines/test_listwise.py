@@ -204,19 +204,32 @@ def test_passages_shrink_until_the_window_fits() -> None:
     prompter = Prompter(
         RANKGPT,
         max_passage_words=300,
-        context_size=1000,
+        context_size=600,
         count_tokens=_words,
         answer_tokens=lambda size: 50,
     )
     prompt = prompter.window("q", [long, "short text", long])
-    assert _words(prompt.messages) <= 950
+    assert _words(prompt.messages) <= 550
     lengths = [len(m["content"].split()) - 1 for m in prompt.messages[3:9:2]]  # minus "[i]"
-    assert lengths[1] == 2 and lengths[0] == lengths[2] > 100  # shrunk, not emptied
+    assert lengths[1] == 2
+    assert 100 < lengths[0] == lengths[2] < 300  # shrunk below the budget, not emptied
     assert prompt.cut == frozenset({0, 2})
     assert prompt.max_new_tokens == 50
-    unspaced = "\u6587" * 5000  # text without spaces shrinks too
-    fitted = prompter.window("q", [unspaced])
-    assert sum(len(m["content"]) for m in fitted.messages) < 5000
+    more = " ".join(["word"] * (lengths[0] + 1))  # the largest budget that fits: one more won't
+    assert _words(RANKGPT.messages("q", [more, "short text", more])) > 550
+
+    def characters(messages: object) -> int:
+        return sum(len(m["content"]) for m in messages)  # type: ignore[attr-defined]
+
+    by_characters = Prompter(
+        RANKZEPHYR,
+        max_passage_words=300,
+        context_size=1500,
+        count_tokens=characters,
+        answer_tokens=lambda size: 50,
+    )
+    unspaced = by_characters.window("q", ["\u6587" * 5000])  # no spaces: shrinks all the same
+    assert 1000 < characters(unspaced.messages) <= 1450
 
 
 def test_a_window_that_cannot_fit_is_a_typed_error() -> None:
