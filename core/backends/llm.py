@@ -43,7 +43,8 @@ class LLMBackend(Backend):
         "family": Option(
             "enum",
             None,
-            "prompt and scoring rule; inferred from the model name when unset",
+            "prompt and scoring rule; inferred from the model name (or a folder's config) when "
+            "unset",
             choices=tuple(CAUSAL_LM_FAMILIES),
         ),
         "instruction": Option(

@@ -85,12 +85,12 @@ class Family:
     (or nothing when there is none); ``instruction_format=None``: the family takes none.
 
     ``answers`` are (negative, positive) or (positive,) tokens, looked up as vocabulary tokens
-    (``answer_lookup="token"``) or as the first id of the tokenized text (``"text"``); none for
-    a ``layerwise`` family, whose model is built by
-    :func:`~rerankit.pipelines.bge_layerwise.load_layerwise` and scores with its own heads
-    (it takes the backend options named in ``options``). ``bos``: ``"unless-pad"`` puts BOS
-    first unless the tokenizer pads with it (FlagEmbedding's FlagLLMReranker), ``"always"``
-    puts it first regardless.
+    (``answer_lookup="token"``) or as the first id of the tokenized text (``"text"``). A
+    ``layerwise`` family has none: its model (``"minicpm"`` or ``"gemma2"``) is built by
+    :func:`~rerankit.pipelines.bge_layerwise.load_layerwise` and scores with per-layer heads;
+    ``options`` names the backend options it takes (``cutoff_layer``, ...). ``bos``:
+    ``"unless-pad"`` puts BOS first unless the tokenizer pads with it (FlagEmbedding's
+    FlagLLMReranker), ``"always"`` puts it first regardless.
     ``query_share`` caps a query (with its text) at ``max_length * n // d`` tokens. ``budget``
     says what ``max_length`` counts: ``"total"`` the whole input; ``"body"`` the query, middle
     and passage (the prompt's prefix and suffix come on top); ``"flag"`` FlagEmbedding's rule,
@@ -285,13 +285,12 @@ def choose_family(model: str, given: str | None, families: Mapping[str, Family])
     folder = Path(model).expanduser()
     config = read_config(folder) if (folder / "config.json").is_file() else {}
     for family in families.values():
-        if config.get("model_type") in family.model_types and set(family.config_keys) <= set(
-            config
-        ):
+        keys = set(family.config_keys)
+        if config.get("model_type") in family.model_types and keys <= config.keys():
             return family
     raise ConfigurationError(
-        f"cannot tell from its name which prompt family {model!r} uses; pass family= one of "
-        f"{sorted(families)}"
+        f"cannot tell from its name or config which prompt family {model!r} uses; pass family= "
+        f"one of {sorted(families)}"
     )
 
 
@@ -606,8 +605,7 @@ def _instruction(family: Family, given: str | None) -> str | None:
 
 
 def _bos_id(tokenizer: Any, family: Family) -> int | None:
-    """The tokenizer's BOS id; None when it has none, or pads with it and the family says
-    ``"unless-pad"`` (FlagLLMReranker's rule)."""
+    """The tokenizer's BOS id; None if it has none, or pads with it under ``"unless-pad"``."""
     bos, pad = tokenizer.bos_token_id, tokenizer.pad_token_id
     if bos is None or (family.bos == "unless-pad" and bos == pad):
         return None

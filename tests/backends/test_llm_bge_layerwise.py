@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rerankit import BackendError, ConfigurationError, Reranker
+from rerankit.cli.spec import parse_spec
 from rerankit.pipelines.bge_layerwise import load_layerwise
 from rerankit.registry import infer_backend
 
@@ -108,18 +109,17 @@ def test_golden_runs_replay(folder: str, index: int, cutoff_layer: int | None, c
     assert np.ptp(scores) > 0.1, "the golden scores are all alike: the replay could not fail"
 
 
-def _padded(run: dict[str, Any], side: str) -> tuple[torch.Tensor, ...]:
-    """The golden rows as a padded batch, with the passage marked from the recorded lengths."""
+def _right_padded(run: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+    """The golden rows as a right-padded batch, the passage marked from the recorded lengths."""
     rows = run["input_ids"]
     width = max(len(row) for row in rows)
     ids, mask, passage = (torch.zeros(len(rows), width, dtype=torch.long) for _ in range(3))
     for i, (row, (query, prompt)) in enumerate(
         zip(rows, run["query_and_prompt_lengths"], strict=True)
     ):
-        start = 0 if side == "right" else width - len(row)
-        ids[i, start : start + len(row)] = torch.tensor(row)
-        mask[i, start : start + len(row)] = 1
-        passage[i, start + query : start + len(row) - prompt] = 1
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+        passage[i, query : len(row) - prompt] = 1
     return ids, mask, passage
 
 
@@ -136,7 +136,7 @@ def _lightweight_scores(folder: Path, run: dict[str, Any], **settings: Any) -> n
         folder, "gemma2", name=folder.name, prompt_length=prompt_length, **settings
     )
     with torch.inference_mode():
-        return model(*_padded(run, "right")).numpy()
+        return model(*_right_padded(run)).numpy()
 
 
 @pytest.mark.parametrize("index", range(len(_golden(LIGHTWEIGHT)["runs"])))
@@ -205,7 +205,8 @@ def test_layer_options_belong_to_their_families() -> None:
 
 def test_options_from_command_line_text() -> None:
     run = _golden(LIGHTWEIGHT)["runs"][2]
-    as_text = _reranker(LIGHTWEIGHT, {**run, "compress_ratio": "2", "compress_layers": "[1, 3]"})
+    text = parse_spec("compress_ratio=2,compress_layers=[1, 3]", flag="--reranker")
+    as_text = _reranker(LIGHTWEIGHT, {**run, **text})
     scores = np.concatenate(as_text.score_many(_pairs(LIGHTWEIGHT)))
     assert scores == pytest.approx(run["scores_raw"], abs=ATOL)
 
