@@ -298,8 +298,10 @@ def _infer_from_folder(folder: Path) -> str | None:
     if any(arch.endswith("ForSequenceClassification") for arch in architectures):
         return "cross-encoder"
     if any(arch.endswith("ForCausalLM") for arch in architectures):
-        # RankZephyr and RankVicuna are causal LMs too; their names say they order lists.
-        return "listwise" if _infer_from_name(folder.name) == "listwise" else "llm"
+        # RankZephyr and RankVicuna are causal LMs too; their names say they order lists (the
+        # whole path: a checkpoint-100/ or an HF-cache snapshots/<sha>/ folder says nothing).
+        named = (_infer_from_name(part) for part in (folder.name, str(folder.resolve())))
+        return "listwise" if "listwise" in named else "llm"
     if any(re.match(r"M?T5ForConditionalGeneration$", arch) for arch in architectures):
         return "t5"
     if any(arch.endswith("ForConditionalGeneration") for arch in architectures):

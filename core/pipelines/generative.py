@@ -91,7 +91,9 @@ class Family:
     ``options`` names the backend options it takes (``cutoff_layer``, ...). ``bos``:
     ``"unless-pad"`` puts BOS first unless the tokenizer pads with it (FlagEmbedding's
     FlagLLMReranker), ``"always"`` puts it first regardless.
-    ``query_share`` caps a query (with its text) at ``max_length * n // d`` tokens. ``budget``
+    ``query_share`` caps a query at ``max_length * n // d`` tokens, counting the text around it
+    when ``cap_counts_text`` (as FlagEmbedding and mxbai-rerank cap ``"A: " + query``), else the
+    query's own tokens (the authors cap nothing: the cap must never eat the prompt). ``budget``
     says what ``max_length`` counts: ``"total"`` the whole input; ``"body"`` the query, middle
     and passage (the prompt's prefix and suffix come on top); ``"flag"`` FlagEmbedding's rule,
     ``[bos] + query + middle + passage <= max_length + len(suffix)``, the suffix on top. Passages
@@ -119,6 +121,7 @@ class Family:
     instruction: str | None = None
     instruction_format: str | None = None
     query_share: tuple[int, int] = (1, 2)
+    cap_counts_text: bool = True
     budget: Budget = "total"
     padding_side: Literal["left", "right"] = "left"
     layerwise: Kind | None = None
@@ -146,6 +149,7 @@ QWEN3 = Family(
     suffix=("<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n",),
     instruction="Given a web search query, retrieve relevant passages that answer the query",
     instruction_format="{instruction}",
+    cap_counts_text=False,
 )
 
 # bge-reranker-v2-gemma, as FlagEmbedding's FlagLLMReranker scores it.
@@ -251,6 +255,7 @@ MONOT5 = Family(
     suffix=("Relevant:",),
     eos=True,
     padding_side="right",
+    cap_counts_text=False,
 )
 
 # mT5 rerankers trained on (m)MARCO, which answer "yes" / "no".
@@ -264,6 +269,7 @@ MT5 = Family(
     suffix=("Relevant:",),
     eos=True,
     padding_side="right",
+    cap_counts_text=False,
 )
 
 T5_FAMILIES: dict[str, Family] = {f.name: f for f in (MONOT5, MT5)}
@@ -395,12 +401,17 @@ class GenerativeModel:
                 f"the {family.name!r} prompt of {config.model!r} takes "
                 f"{template.reserved_tokens} tokens"
             )
+        given = max_query_length is not None
         if max_query_length is None:
             numerator, denominator = family.query_share
-            max_query_length = min(
-                config.max_length * numerator // denominator,
-                max_length - template.reserved_tokens - 1,
+            max_query_length = config.max_length * numerator // denominator
+        if not family.cap_counts_text:  # the cap is the query's own: its prompt text comes on top
+            max_query_length += sum(
+                len(backend_tokenizer.encode(text, add_special_tokens=False).ids)
+                for text in template.query_text
             )
+        if not given:  # a default fits; a given cap that does not is the user's error
+            max_query_length = min(max_query_length, max_length - template.reserved_tokens - 1)
         if max_batch_tokens is None:
             max_batch_tokens = DEFAULT_MAX_BATCH_TOKENS.get(
                 self.device.type, DEFAULT_MAX_BATCH_TOKENS_ACCELERATOR
@@ -547,7 +558,7 @@ def build_template(
     if family.bos == "always" and bos_id is None:
         raise BackendError(f"the {family.name!r} prompt starts with BOS; the tokenizer has none")
     rendered = ""
-    if instruction is not None and family.instruction_format is not None:
+    if instruction and family.instruction_format is not None:  # "" is no instruction (mxbai)
         rendered = family.instruction_format.replace("{instruction}", instruction)
     before, after = family.query
     return PairTemplate(

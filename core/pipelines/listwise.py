@@ -341,7 +341,10 @@ def read_order(answer: str, size: int) -> tuple[list[int], bool]:
     found = _BRACKETED.findall(text) or _NUMBER.findall(text)
     order: list[int] = []
     for number in found:
-        position = int(number) - 1
+        digits = number.lstrip("0") or "0"
+        if len(digits) > 6:  # no window holds a million passages; int() of a 5,000-digit
+            continue  # run (a degenerate answer) would raise ValueError
+        position = int(digits) - 1
         if 0 <= position < size and position not in order:
             order.append(position)
     named = bool(order)

@@ -408,9 +408,9 @@ def test_unknown_options_and_dialects_are_configuration_errors() -> None:
         _reranker(_scores_response, retries=3)
     with pytest.raises(
         ConfigurationError,
-        match=r"option dialect takes one of \['cohere', 'infinity', 'jina', 'tei'\], got 'vllm'",
+        match=r"option dialect takes one of \[.*'vllm'\], got 'nope'",
     ):
-        _reranker(_scores_response, dialect="vllm")
+        _reranker(_scores_response, dialect="nope")
     with pytest.raises(ConfigurationError, match="base_url"):
         _reranker(_scores_response, dialect="tei", api_key=None)
     with pytest.raises(ConfigurationError, match="option timeout takes a finite number, got '30s'"):

