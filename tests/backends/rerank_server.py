@@ -8,8 +8,10 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
+
+from tests.backends.http_server import JSONHandler, serving
 
 # Each scripted step is one of: "ok", ("status", code, retry_after|None), ("slow", seconds),
 # "drop", "invalid-json", "missing-index", "duplicate-index". Once the script is used up, every
@@ -46,11 +48,8 @@ class RerankServer(ThreadingHTTPServer):
             return self.script.popleft() if self.script else self.default_step
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JSONHandler):
     server: RerankServer
-
-    def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
-        pass
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -85,34 +84,9 @@ class _Handler(BaseHTTPRequestHandler):
             200, {"model": body.get("model"), "usage": {"total_tokens": tokens}, "results": results}
         )
 
-    def _send(self, code: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        self._send_raw(code, json.dumps(payload).encode(), headers)
-
-    def _send_raw(self, code: int, data: bytes, headers: dict[str, str] | None = None) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(data)
-
 
 @contextmanager
 def running_server(max_seconds: float = 120.0) -> Iterator[RerankServer]:
     """Serve in a thread; stops at exit, or by itself after ``max_seconds``."""
-    server = RerankServer()
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    watchdog = threading.Timer(max_seconds, server.shutdown)
-    watchdog.daemon = True
-    watchdog.start()
-    try:
+    with serving(RerankServer(), max_seconds) as server:
         yield server
-    finally:
-        watchdog.cancel()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)

@@ -12,13 +12,14 @@ import json
 import math
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from rerankit import BadRequestError, Reranker
+from tests.backends.http_server import JSONHandler, serving
 
 VLLM_FIELDS = {"model", "query", "documents", "top_n", "truncate_prompt_tokens", "priority"}
 DOCS = ["protein folding in cells", "a bread recipe", "cells fold proteins", "", "folding"]
@@ -37,11 +38,8 @@ class VLLMServer(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JSONHandler):
     server: VLLMServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -77,23 +75,11 @@ class _Handler(BaseHTTPRequestHandler):
             },
         )
 
-    def _send(self, status: int, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
 
 @pytest.fixture
 def vllm() -> Iterator[VLLMServer]:
-    server = VLLMServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(VLLMServer()) as server:
+        yield server
 
 
 def _client(url: str, **settings: Any) -> Reranker:
