@@ -138,7 +138,7 @@ NAME_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (
         re.compile(
             r"qwen3-reranker|bge-reranker-v2-gemma|bge-reranker-v2-minicpm-layerwise"
-            r"|bge-reranker-v2\.5-gemma2-lightweight|mxbai-rerank-(xsmall|base|large)-v2"
+            r"|bge-reranker-v2\.5-gemma2-lightweight|mxbai-rerank-(base|large)-v2"
         ),
         "llm",
     ),

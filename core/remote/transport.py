@@ -238,7 +238,7 @@ class HTTPTransport:
 
     def _error(self, path: str, response: httpx.Response) -> RemoteError:
         status = response.status_code
-        detail = self.scrub(_detail(response))
+        detail = self.scrub(_detail(response))[:500]  # cut after scrubbing: no key prefix left
         message = f"{self.safe_url}{path} answered {status}: {detail}"
         if status in (401, 403):
             return AuthenticationError(
@@ -320,18 +320,19 @@ async def _finish(closer: AsyncGenerator[None, None]) -> None:
 
 
 def _detail(response: httpx.Response) -> str:
+    """The server's own message: its ``detail``, ``message`` or ``error`` field, else the body."""
     try:
         payload = response.json()
     except ValueError:
-        return response.text[:500] or response.reason_phrase
+        return response.text or response.reason_phrase
     if isinstance(payload, dict):
         for key in ("detail", "message", "error"):
             value = payload.get(key)
             if isinstance(value, dict) and value.get("message"):  # OpenAI: {"error": {...}}
                 value = value["message"]
             if value:
-                return str(value)[:500]
-    return str(payload)[:500]
+                return str(value)
+    return str(payload)
 
 
 def _retry_after(response: httpx.Response) -> float | None:

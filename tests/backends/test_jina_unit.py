@@ -775,3 +775,13 @@ def test_credentials_in_the_url_never_reach_messages_or_reprs() -> None:
     assert "S3CRETPW" not in str(caught.value)
     assert "S3CRETPW" not in repr(rr.backend)
     assert "tei.internal:8080" in str(caught.value)
+
+
+def test_a_key_echoed_across_the_detail_cut_never_shows_a_prefix() -> None:
+    def echo(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, json={"detail": "x" * 495 + f" bad key {KEY}"})
+
+    with pytest.raises(BadRequestError) as caught:
+        _reranker(echo).rank("q", ["a"])
+    assert KEY[:8] not in str(caught.value)
+    assert len(caught.value.detail or "") <= 500
