@@ -779,7 +779,7 @@ def test_credentials_in_the_url_never_reach_messages_or_reprs() -> None:
 
 def test_a_key_echoed_across_the_detail_cut_never_shows_a_prefix() -> None:
     def echo(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(400, json={"detail": "x" * 495 + f" bad key {KEY}"})
+        return httpx.Response(400, json={"detail": "x" * 480 + f" bad key {KEY}"})
 
     with pytest.raises(BadRequestError) as caught:
         _reranker(echo).rank("q", ["a"])
