@@ -17,17 +17,13 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import ThreadingHTTPServer
 from typing import Any
 
-from tests.backends.http_server import JSONHandler, serving
+from tests.backends.http_server import JSONHandler, ScriptedServer, serving
 
-Step = Any
 _PASSAGE = re.compile(r"^\[(\d+)\] (.*)$", re.MULTILINE)
 _SCORE = re.compile(r"score (\d+)")
 
@@ -72,30 +68,12 @@ def right_order(query: str, passages: list[str], rule: Rule = relevance) -> str:
     return " > ".join(f"[{i + 1}]" for i in ranked)
 
 
-class ChatServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class ChatServer(ScriptedServer):
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.script: deque[Step] = deque()
-        self.default_step: Step = "oracle"
-        self.requests: list[dict[str, Any]] = []
-        self.headers_seen: list[dict[str, str]] = []
+        super().__init__(_Handler, default_step="oracle")
         self.windows: list[list[str]] = []  # the passages of each request, in arrival order
         self.before_answer: Callable[[dict[str, Any]], None] | None = None
         self.rule: Rule = relevance
-        self.lock = threading.Lock()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # clients that time out close their end; that is the point of the test
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def next_step(self) -> Step:
-        with self.lock:
-            return self.script.popleft() if self.script else self.default_step
 
 
 class _Handler(JSONHandler):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,3 +49,31 @@ def serving(server: Server, max_seconds: float = 120.0) -> Iterator[Server]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+class ScriptedServer(ThreadingHTTPServer):
+    """A server on 127.0.0.1 that plays a script of steps (faults, answers), then a default.
+
+    It records every request body and its headers; ``handler`` answers each request.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], default_step: Any) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+        self.script: deque[Any] = deque()
+        self.default_step: Any = default_step
+        self.requests: list[dict[str, Any]] = []
+        self.headers_seen: list[dict[str, str]] = []
+        self.lock = threading.Lock()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients that time out close their end; that is the point of the test
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def next_step(self) -> Any:
+        with self.lock:
+            return self.script.popleft() if self.script else self.default_step

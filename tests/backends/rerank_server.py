@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import ThreadingHTTPServer
-from typing import Any
 
-from tests.backends.http_server import JSONHandler, serving
+from tests.backends.http_server import JSONHandler, ScriptedServer, serving
 
 # Each scripted step is one of: "ok", ("status", code, retry_after|None), ("slow", seconds),
 # "drop", "invalid-json", "missing-index", "duplicate-index". Once the script is used up, every
 # request gets ``default_step`` ("ok" unless a test sets another, e.g. a service that is down).
-Step = Any
 
 
 def relevance(query: str, text: str) -> float:
@@ -25,27 +20,9 @@ def relevance(query: str, text: str) -> float:
     return sum(w in words for w in text.lower().split()) - len(text) / 10_000
 
 
-class RerankServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class RerankServer(ScriptedServer):
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.script: deque[Step] = deque()
-        self.default_step: Step = "ok"
-        self.requests: list[dict[str, Any]] = []
-        self.headers_seen: list[dict[str, str]] = []
-        self.lock = threading.Lock()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # clients that time out close their end; that is the point of the test
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def next_step(self) -> Step:
-        with self.lock:
-            return self.script.popleft() if self.script else self.default_step
+        super().__init__(_Handler, default_step="ok")
 
 
 class _Handler(JSONHandler):
