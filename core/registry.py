@@ -170,8 +170,7 @@ def canonical_name(name: str) -> str:
 
 def infer_backend(model: str) -> str:
     """Pick a backend for ``model`` from its local folder, else from its name."""
-    folder = Path(model).expanduser()
-    guess = _infer_from_folder(folder) if folder.is_dir() else _infer_from_name(model)
+    guess = _guess(model)
     specs = available()  # plugins are listed, but never chosen by inference: name them
     if guess is None:
         raise UnknownBackendError(
@@ -195,8 +194,7 @@ def infer_backend(model: str) -> str:
 
 def generative_kind(model: str) -> str | None:
     """A :data:`GENERATIVE_KINDS` key when ``model`` (folder or name) is a generative reranker."""
-    folder = Path(model).expanduser()
-    guess = _infer_from_folder(folder) if folder.is_dir() else _infer_from_name(model)
+    guess = _guess(model)
     return guess if guess in GENERATIVE_KINDS else None
 
 
@@ -269,6 +267,12 @@ def _plugin_problem(
 
 # The only names inferred as a remote service: a bare Jina API model name, nothing around it.
 API_MODEL_NAME = re.compile(r"jina-reranker-v\d+(-[a-z0-9]+)*")
+
+
+def _guess(model: str) -> str | None:
+    """What ``model``'s local folder says it is, else what its name says (None: no clue)."""
+    folder = Path(model).expanduser()
+    return _infer_from_folder(folder) if folder.is_dir() else _infer_from_name(model)
 
 
 def _infer_from_name(model: str) -> str | None:
