@@ -85,7 +85,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
 
-    sets = args.sets or sorted(p.name for p in DATA.iterdir() if (p / "corpus.jsonl").is_file())
+    sets = args.sets or sorted(
+        p.name
+        for p in DATA.iterdir()
+        if (p / "corpus.jsonl").is_file() and p.name != "scifact-train"  # training data only
+    )
     started = time.time()
     tables = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -38,6 +38,15 @@ def tiny_bert(out: Path, *, num_labels: int) -> Path:
     return out
 
 
+def tiny_bert_encoder(out: Path) -> Path:
+    """A 2-layer BERT encoder without a reranking head (a base to train) and MiniLM's tokenizer."""
+    from transformers import AutoTokenizer
+
+    _tiny_encoder(AutoTokenizer.from_pretrained(minilm_dir()).vocab_size).save_pretrained(out)
+    AutoTokenizer.from_pretrained(minilm_dir()).save_pretrained(out)
+    return out
+
+
 def tiny_xlm_roberta(out: Path) -> Path:
     """A 2-layer XLM-RoBERTa classifier with a small Unigram tokenizer trained on built-in text."""
     import torch

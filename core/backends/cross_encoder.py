@@ -195,5 +195,5 @@ def untrained_error(model: str, untrained: Sequence[str], *, fix: str) -> Config
         f"{model!r} has no trained weights for {list(untrained)}: transformers would initialise "
         "them randomly and every score would be noise. It is not a cross-encoder (a plain "
         "encoder such as all-MiniLM-L6-v2, or a checkpoint saved without its classification "
-        f"head). {fix}"
+        f"head). {fix} To make an encoder a reranker, train it: rerankit train."
     )

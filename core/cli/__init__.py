@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from rerankit.cli import bench, demo, eval, export, info, serve
+from rerankit.cli import bench, demo, eval, export, info, serve, train
 from rerankit.errors import RerankitError
 
 
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.register(commands)
     serve.register(commands)
     export.register(commands)
+    train.register(commands)
     return parser
 
 

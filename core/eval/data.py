@@ -29,7 +29,7 @@ def load_beir(folder: str | Path, *, max_queries: int | None = None) -> Retrieva
     if missing:
         raise ConfigurationError(f"{root} is not a BEIR folder: missing {missing}")
     corpus = {}
-    with (root / "corpus.jsonl").open(encoding="utf-8") as lines:
+    with _followed(root / "corpus.jsonl").open(encoding="utf-8") as lines:
         for line in lines:
             row = json.loads(line)
             title, text = row.get("title") or "", row.get("text") or ""
@@ -55,3 +55,18 @@ def load_beir(folder: str | Path, *, max_queries: int | None = None) -> Retrieva
         queries=queries,
         qrels={q: qrels[q] for q in queries},
     )
+
+
+def _followed(path: Path) -> Path:
+    """``path``, or the file it names when it is a symbolic link checked out as text.
+
+    Git writes a symlink as a small file holding the target's path where links are off
+    (``core.symlinks=false``, some archives); the shared scifact-train corpus is one.
+    """
+    if path.stat().st_size < 4096:
+        target = path.read_text(encoding="utf-8", errors="replace").strip()
+        if target and "\n" not in target and not target.startswith("{"):
+            linked = (path.parent / target).resolve()
+            if linked.is_file():
+                return linked
+    return path

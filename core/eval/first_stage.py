@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rerankit._optional import require
+from rerankit.errors import InvalidInputError
 
 # Scripts written without spaces between words: indexed as character unigrams and bigrams.
 _UNSPACED = (
@@ -73,3 +74,22 @@ def load_run(path: str | Path) -> dict[str, Ranking]:
             continue  # a header line
         runs.setdefault(qid, []).append((docid, value))
     return {q: sorted(r, key=lambda x: -x[1]) for q, r in runs.items()}
+
+
+def reciprocal_rank_fusion(
+    rankings: list[Ranking], *, k: float = 60, weights: list[float] | None = None
+) -> Ranking:
+    """Fuse rankings by ``sum(weight / (k + rank))`` (ranks from 1), best first.
+
+    Cormack, Clarke and Buettcher (SIGIR 2009) with ``k=60``; ``weights`` (one per ranking, all
+    1 when unset) is the weighted variant. Ties keep the order in which documents were first
+    seen, ranking by ranking.
+    """
+    weights = [1.0] * len(rankings) if weights is None else weights
+    if len(weights) != len(rankings):
+        raise InvalidInputError(f"{len(weights)} weights for {len(rankings)} rankings")
+    fused: dict[str, float] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        for rank, (doc_id, _) in enumerate(ranking, 1):
+            fused[doc_id] = fused.get(doc_id, 0.0) + weight / (k + rank)
+    return sorted(fused.items(), key=lambda item: -item[1])

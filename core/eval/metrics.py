@@ -42,3 +42,36 @@ def paired_t_test(baseline: dict[str, float], system: dict[str, float]) -> float
         return None
     p = float(stats.ttest_rel(b, a).pvalue)
     return None if math.isnan(p) else p
+
+
+def paired_bootstrap_ci(
+    baseline: dict[str, float],
+    system: dict[str, float],
+    *,
+    seed: int = 0,
+    resamples: int = 10_000,
+    confidence: float = 0.95,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap CI of the mean per-query difference (system - baseline).
+
+    Queries are resampled with replacement, pairs kept together; the same ``seed`` gives the same
+    interval. None with fewer than two shared queries.
+    """
+    stats: Any = require("scipy.stats", extra="eval", purpose="bootstrap confidence intervals")
+    np: Any = require("numpy", extra="eval", purpose="bootstrap confidence intervals")
+    shared = sorted(set(baseline) & set(system))
+    if len(shared) < 2:
+        return None
+    differences = np.array([system[q] - baseline[q] for q in shared])
+    if np.ptp(differences) == 0:  # every resample has the same mean
+        return float(differences[0]), float(differences[0])
+    interval = stats.bootstrap(
+        (differences,),
+        np.mean,
+        n_resamples=resamples,
+        batch=1000,  # resamples held in memory at once: 1000 x queries
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    ).confidence_interval
+    return float(interval.low), float(interval.high)

@@ -12,7 +12,12 @@ from tests.conftest import SHARED_DATA
 
 KEYS = {
     "name",
+    "first_stage",
+    "retriever",
     "backend",
+    "scale",
+    "device",
+    "lift",
     "config",
     "metrics",
     "p_value_vs_first_stage",
@@ -22,6 +27,11 @@ KEYS = {
     "usage",
     "usage_per_query",
     "per_query",
+    "wins_and_losses",
+    "worst_queries",
+    "depth_curve",
+    "cutoff",
+    "traffic",
 }
 
 
@@ -53,9 +63,9 @@ def test_eval_on_a_real_subset(
         assert main(args) == 0
         reports.append(json.loads((out / "report.json").read_text()))
         assert (out / "quality_vs_latency.png").stat().st_size > 1000
-        assert "| BM25 |" in (out / "report.md").read_text()
+        assert "| BM25 | - |" in (out / "report.md").read_text()
     first, second = reports
-    assert first["schema"] == "rerankit.eval/1"
+    assert first["schema"] == "rerankit.eval/2"
     assert [s["name"] for s in first["systems"]] == ["BM25", "tiny", "tiny-normalized"]
     for system in first["systems"]:
         assert set(system) == KEYS
@@ -63,10 +73,17 @@ def test_eval_on_a_real_subset(
         assert len(system["per_query"]["nDCG@10"]) == 8
     assert first["systems"][2]["config"]["normalize"] is True
     assert first["systems"][1]["pairs"] > 0
+    assert first["systems"][0]["retriever"] == {"kind": "bm25", "k1": 0.9, "b": 0.4}
+    assert [s["first_stage"] for s in first["systems"]] == [None, "BM25", "BM25"]
+    assert first["systems"][1]["scale"] == "logit"
+    assert first["systems"][2]["scale"] == "probability"
+    assert 0 < first["systems"][2]["cutoff"]["threshold"] < 1  # on the probability scale
     # Deterministic: the same inputs give the same quality numbers.
     for a, b in zip(first["systems"], second["systems"], strict=True):
         assert a["metrics"] == b["metrics"]
         assert a["per_query"] == b["per_query"]
+        assert a["wins_and_losses"] == b["wins_and_losses"]  # the bootstrap is seeded
+        assert a["cutoff"] == b["cutoff"]
     # A reranker only reorders the candidates: recall@100 over 20 candidates cannot change.
     recalls = {s["metrics"]["R@100"] for s in first["systems"]}
     assert len(recalls) == 1

@@ -32,6 +32,8 @@ def test_eval_reports_tokens_and_cost_per_query(
             "--max-queries",
             "3",
             "--no-progress",
+            "--qps",
+            "2",
             "--out",
             str(out),
         ]
@@ -52,5 +54,16 @@ def test_eval_reports_tokens_and_cost_per_query(
     assert listwise["metrics"]["R@100"] == bm25["metrics"]["R@100"]  # reordered, not replaced
     table = (out / "report.md").read_text()
     assert "| tokens/query | cost/query |" in table
-    row = next(line for line in table.splitlines() if line.startswith("| listwise |"))
+    row = next(line for line in table.splitlines() if line.startswith("| BM25 | listwise |"))
     assert f"| {per_query['total_tokens']:.0f} | {per_query['cost']:.6f} |" in row
+    # At 2 queries/s around the clock: the bill from the measured tokens and the prices.
+    load = listwise["traffic"]
+    assert load["kind"] == "api"
+    assert load["tokens_per_day"] == pytest.approx(per_query["total_tokens"] * 2 * 86_400)
+    assert load["cost_per_day"] == pytest.approx(per_query["cost"] * 2 * 86_400)
+    assert load["cost_per_month"] == pytest.approx(load["cost_per_day"] * 30)
+    assert f"| {load['cost_per_month']:,.2f} |" in table
+    # An order is not a score: no threshold is offered.
+    assert listwise["scale"] == "rank"
+    assert listwise["cutoff"]["applies"] is False
+    assert "does not apply" in table

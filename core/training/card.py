@@ -1,0 +1,114 @@
+"""The model card (``README.md``) of a trained reranker: what made it and how to check it."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from rerankit.training.data import TrainingData
+from rerankit.training.trainer import TrainOutcome, TrainSettings
+
+
+def write_card(
+    out: Path, data: TrainingData, settings: TrainSettings, outcome: TrainOutcome
+) -> Path:
+    """Write ``out/README.md`` (replacing sentence-transformers' generic card)."""
+    front = [
+        "---",
+        f"base_model: {settings.base}" if not Path(settings.base).exists() else None,
+        "library_name: sentence-transformers",
+        "pipeline_tag: text-ranking",
+        "tags: [cross-encoder, reranker, rerankit]",
+        "---",
+    ]
+    lines = [line for line in front if line is not None]
+    lines += [
+        f"# Reranker fine-tuned from {settings.base}",
+        "",
+        "A one-logit cross-encoder (`AutoModelForSequenceClassification`) trained with",
+        "`rerankit train`. Its score is a raw logit: `normalize=True` in rerankit (or a sigmoid)",
+        "gives a probability.",
+        "",
+        "```python",
+        "from rerankit import Reranker",
+        "",
+        f"reranker = Reranker({str(out)!r})",
+        "# or: sentence_transformers.CrossEncoder(...) on the same folder",
+        "```",
+        "",
+        "## Training",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        f"| base | `{settings.base}` |",
+        f"| data | {data.name}: {outcome.train_queries} training queries, "
+        f"{outcome.validation_queries} held out for validation, {len(data.corpus)} documents |",
+        f"| examples | {outcome.examples} ({_loss_text(settings)}) |",
+        f"| hard negatives | {settings.negatives} per query, seeded sample of the "
+        f"{'run file' if settings.run_file else 'BM25'} top {settings.mine_depth}, "
+        "judged positives excluded |",
+        f"| teacher | {_teacher_text(settings, outcome)} |",
+        f"| steps | {outcome.steps} (epochs {settings.epochs}, {settings.batch_size} pairs per "
+        f"step, learning rate {settings.learning_rate}, warm-up {settings.warmup}) |",
+        f"| max length | {settings.max_length} tokens |",
+        f"| seed | {settings.seed} |",
+        f"| training time | {outcome.seconds / 60:.1f} min |",
+    ]
+    if outcome.export is not None:
+        lines.append(f"| ONNX export | `{outcome.export.name}/` (FlashRank backend) |")
+    lines += ["", "## Validation", ""]
+    validated = [p for p in outcome.curve if "ndcg@10" in p]
+    if validated:
+        best = "" if outcome.best_step is None else f" The weights are step {outcome.best_step}'s."
+        lines += [
+            "nDCG@10 of reranking the held-out training queries' first-stage candidates "
+            f"(top {settings.mine_depth}).{best}",
+            "",
+            "| step | nDCG@10 |",
+            "|---|---|",
+            *(f"| {int(p['step'])} | {p['ndcg@10']:.4f} |" for p in validated),
+        ]
+    else:
+        lines.append("No validation queries were held out.")
+    command = shlex.join(
+        ["rerankit", "eval", "YOUR_TEST_SET", "--reranker", f"name=trained,model={out}"]
+    )
+    lines += [
+        "",
+        "## Evaluate it",
+        "",
+        "On a test set it never saw (never the training queries):",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        f"`{out / 'training'}` holds the settings, the training log and any cached teacher",
+        "scores (training texts): leave it out when you publish the model.",
+        "",
+    ]
+    path = out / "README.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def _loss_text(settings: TrainSettings) -> str:
+    return {
+        "bce": "binary cross-entropy on judgments",
+        "lambda": "LambdaLoss (listwise, nDCG-weighted) on judgments",
+        "listnet": "ListNet: listwise KL to the teacher's score distribution",
+        "margin-mse": "margin-MSE to the teacher's score margins",
+    }[settings.resolved_loss]
+
+
+def _teacher_text(settings: TrainSettings, outcome: TrainOutcome) -> str:
+    teacher = settings.teacher
+    if teacher is None or outcome.teacher is None:
+        return "none (judgments only)"
+    report = outcome.teacher
+    usage = ", ".join(f"{k} {v:g}" for k, v in sorted(report.usage.items()))
+    return (
+        f"`{teacher['model']}` (backend {teacher.get('backend') or 'inferred'}, scale "
+        f"{report.scale}, temperature {settings.teacher_temperature}): {report.scored} pairs "
+        f"scored, {report.cached} from cache{'; ' + usage if usage else ''}"
+    )

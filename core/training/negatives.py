@@ -1,0 +1,44 @@
+"""Hard negatives from the first stage of ``rerankit eval``: BM25 over the corpus, or a run file."""
+
+from __future__ import annotations
+
+import random
+
+from rerankit.eval.first_stage import BM25, Ranking
+from rerankit.training.data import TrainingData
+
+
+def first_stage_candidates(
+    data: TrainingData, *, depth: int, run: dict[str, Ranking] | None = None
+) -> dict[str, list[str]]:
+    """Each query's top ``depth`` document ids from BM25 (or ``run``), best first."""
+    if run is not None:
+        return {
+            q.qid: [d for d, _ in run.get(q.qid, []) if d in data.corpus][:depth]
+            for q in data.queries
+        }
+    index = BM25(data.corpus)
+    return {q.qid: [d for d, _ in index.search(q.text, depth)] for q in data.queries}
+
+
+def sample_negatives(
+    data: TrainingData, candidates: dict[str, list[str]], *, count: int, seed: int
+) -> dict[str, list[str]]:
+    """Up to ``count`` negatives per query: its judged non-relevant documents first, then a seeded
+    sample of its first-stage candidates that are not judged relevant, kept in first-stage order.
+
+    Each query has its own generator (seeded by ``seed`` and its id), so adding or removing a
+    query never changes another query's negatives.
+    """
+    negatives: dict[str, list[str]] = {}
+    for query in data.queries:
+        judged_negative = [d for d, grade in query.judged.items() if grade == 0][:count]
+        pool = [
+            d
+            for d in candidates.get(query.qid, [])
+            if d not in query.judged and d not in judged_negative
+        ]
+        wanted = min(count - len(judged_negative), len(pool))
+        picked = set(random.Random(f"{seed}/{query.qid}").sample(pool, wanted))
+        negatives[query.qid] = judged_negative + [d for d in pool if d in picked]
+    return negatives
