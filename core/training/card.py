@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
@@ -15,7 +16,7 @@ def write_card(
     """Write ``out/README.md`` (replacing sentence-transformers' generic card)."""
     front = [
         "---",
-        f"base_model: {settings.base}" if not Path(settings.base).exists() else None,
+        f"base_model: {json.dumps(settings.base)}" if not Path(settings.base).exists() else None,
         "library_name: sentence-transformers",
         "pipeline_tag: text-ranking",
         "tags: [cross-encoder, reranker, rerankit]",

@@ -12,8 +12,10 @@ A line with only ``{"query": ...}`` is a query without judgments: it trains only
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ class TrainingData:
     name: str
     corpus: dict[str, str]
     queries: list[TrainingQuery]
+    layout: str = "beir"  # or "jsonl": ids are hashes of the texts
 
     @property
     def judged_queries(self) -> list[TrainingQuery]:
@@ -78,14 +81,18 @@ def _from_beir(root: Path) -> TrainingData:
             f"{root / 'qrels.tsv'} judges none of the queries in queries.jsonl: a BEIR training "
             "folder needs judged queries (a JSONL of queries can train from a teacher alone)"
         )
-    unknown = sorted({d for judged in data.qrels.values() for d in judged} - data.corpus.keys())
+    judged = {q: dict(grades) for q, grades in data.qrels.items()}
+    for qid, doc_id in _judged_negatives(root / "qrels.tsv"):  # load_beir keeps grade > 0 only
+        if qid in judged:
+            judged[qid].setdefault(doc_id, 0)
+    unknown = sorted({d for grades in judged.values() for d in grades} - data.corpus.keys())
     if unknown:
         raise InvalidInputError(
             f"{root / 'qrels.tsv'} names {len(unknown)} document id(s) missing from "
             f"corpus.jsonl, e.g. {unknown[:5]}; fix the qrels or the corpus"
         )
     queries = [
-        TrainingQuery(qid=qid, text=text, judged=dict(data.qrels.get(qid, {})))
+        TrainingQuery(qid=qid, text=text, judged=judged.get(qid, {}))
         for qid, text in data.queries.items()
     ]
     return TrainingData(name=root.name, corpus=data.corpus, queries=queries)
@@ -115,7 +122,7 @@ def _from_jsonl(path: Path) -> TrainingData:
         TrainingQuery(qid=_document_id(text), text=text, judged=grades)
         for text, grades in judged.items()
     ]
-    return TrainingData(name=path.stem, corpus=corpus, queries=queries)
+    return TrainingData(name=path.stem, corpus=corpus, queries=queries, layout="jsonl")
 
 
 def _judgments(row: dict[str, Any], where: str) -> list[tuple[str, int]]:
@@ -126,10 +133,22 @@ def _judgments(row: dict[str, Any], where: str) -> list[tuple[str, int]]:
             pairs.extend((_text(v, where, key), grade) for v in values)
     if "document" in row or "label" in row:
         label = row.get("label")
-        if isinstance(label, bool) or not isinstance(label, int | float) or label < 0:
+        if (
+            not isinstance(label, int | float)
+            or isinstance(label, bool)
+            or not math.isfinite(label)
+            or label < 0
+        ):
             raise InvalidInputError(f"{where}: label must be a number >= 0, got {label!r}")
         pairs.append((_text(row.get("document"), where, "document"), _grade(label)))
     return pairs
+
+
+def _judged_negatives(qrels: Path) -> list[tuple[str, str]]:
+    """(query id, document id) of the rows of a BEIR ``qrels.tsv`` judged 0 (not relevant)."""
+    with qrels.open(encoding="utf-8") as handle:
+        rows = list(csv.reader(handle, delimiter="\t"))[1:]
+    return [(row[0], row[1]) for row in rows if len(row) >= 3 and row[2].strip() == "0"]
 
 
 def _grade(label: float) -> int:

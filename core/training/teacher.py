@@ -82,7 +82,7 @@ class Teacher:
             self._connection.close()
 
     def _score_chunk(self, chunk: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
-        keys = [[self._key(query, doc) for doc in docs] for query, docs in chunk]
+        keys = [[self._key(query, doc, docs) for doc in docs] for query, docs in chunk]
         known = self._lookup([k for row in keys for k in row])
         missing = [
             (query, [doc for doc, key in zip(docs, row, strict=True) if key not in known])
@@ -92,9 +92,10 @@ class Teacher:
         if todo:
             ranked = self._reranker.rank_many([(query, docs) for _, query, docs in todo])
             fresh: list[tuple[str, float]] = []
-            for (_, query, docs), result in zip(todo, ranked, strict=True):
+            for (i, query, docs), result in zip(todo, ranked, strict=True):
+                listed = chunk[i][1]
                 for item in result:
-                    fresh.append((self._key(query, docs[item.index]), item.score))
+                    fresh.append((self._key(query, docs[item.index], listed), item.score))
                 for name, value in result.usage.items():
                     self.report.usage[name] = self.report.usage.get(name, 0.0) + value
             with closing(self._db.cursor()) as cursor:
@@ -114,6 +115,8 @@ class Teacher:
             found.update(rows.fetchall())
         return found
 
-    def _key(self, query: str, document: str) -> str:
-        text = f"{self._identity}\0{query}\0{document}".encode()
+    def _key(self, query: str, document: str, listed: Sequence[str]) -> str:
+        """A pair's cache key; a listwise teacher's score (a rank) also depends on its list."""
+        context = "\0".join(listed) if self.report.scale == "rank" else ""
+        text = f"{self._identity}\0{query}\0{document}\0{context}".encode()
         return hashlib.sha256(text).hexdigest()

@@ -8,9 +8,12 @@ negatives, a cached teacher, a validation slice of the training queries, and the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import random
+import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -34,7 +37,11 @@ TEACHER_LOSSES = ("listnet", "margin-mse")
 EXPORTS = ("int8", "fp32")
 WORK = "training"  # inside the output folder: checkpoints, settings, the teacher cache
 TEACHER_CACHE = "teacher-scores.sqlite"
+SETTINGS = "settings.json"
+DATA_FINGERPRINT = "data.sha256"
+COMPLETED = "completed.json"
 METRIC = "eval_validation_ndcg@10"
+GENERATIVE_HEADS = ("ForCausalLM", "ForConditionalGeneration")
 
 
 @dataclass(frozen=True)
@@ -74,8 +81,19 @@ class TrainSettings:
                 f"loss {loss!r} learns judgments; with a teacher use one of {TEACHER_LOSSES}"
             )
         for name in ("negatives", "mine_depth", "batch_size", "max_length", "patience"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+            if not _is_count(getattr(self, name), minimum=1):
                 raise ConfigurationError(f"{name} must be a positive integer")
+        if self.eval_steps is not None and not _is_count(self.eval_steps, minimum=1):
+            raise ConfigurationError(f"eval_steps must be a positive integer: {self.eval_steps}")
+        held = self.validation_queries
+        if held is not None and not _is_count(held, minimum=0):
+            raise ConfigurationError(
+                f"validation_queries must be an integer >= 0, got {self.validation_queries}"
+            )
+        if self.device is not None and not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+            raise ConfigurationError(
+                f"device must be cpu, cuda or cuda:N for training, got {self.device!r}"
+            )
         if self.negatives > self.mine_depth:
             raise ConfigurationError(
                 f"negatives ({self.negatives}) are drawn from the first-stage top mine_depth "
@@ -95,6 +113,10 @@ class TrainSettings:
         if self.loss is not None:
             return self.loss
         return "bce" if self.teacher is None else "listnet"
+
+
+def _is_count(value: object, *, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 @dataclass
@@ -136,32 +158,40 @@ def train(
         raise ConfigurationError(f"export must be one of {EXPORTS} or None, got {export!r}")
     out = Path(settings.out)
     work = out / WORK
-    _check_output(out, settings, resume=resume, overwrite=overwrite)
+    inputs = [settings.base, settings.run_file, None if isinstance(data, TrainingData) else data]
+    _check_output(out, settings, inputs, resume=resume, overwrite=overwrite)
     if not isinstance(data, TrainingData):
         data = load_training_data(data)
+    _check_resumed_data(out, data, resume=resume)
     loss_name = settings.resolved_loss
     if loss_name in JUDGMENT_LOSSES and not data.judged_queries:
         raise InvalidInputError(
             f"{data.name}: no query has a judged-relevant document; training on judgments "
             "needs some (or give --teacher to learn a teacher's scores instead)"
         )
-    run = _load_run(settings.run_file)
+    run = _load_run(settings.run_file, data)
     train_queries, validation = _split(data, settings, loss_name)
     teacher = None
     if settings.teacher is not None:
         teacher = Teacher(RerankerConfig.from_dict(settings.teacher), work / TEACHER_CACHE)
+        if teacher.report.scale == "rank" and loss_name == "margin-mse":
+            teacher.close()
+            raise ConfigurationError(
+                "a listwise teacher's scores are ranks within each list: margins between "
+                "lists mean nothing; use --loss listnet"
+            )
     try:
         model = _load_base(settings)
-        _prepare_output(out, settings, resume=resume)
+        _prepare_output(out, settings, data, resume=resume)
         candidates = first_stage_candidates(data, depth=settings.mine_depth, run=run)
         negatives = sample_negatives(data, candidates, count=settings.negatives, seed=settings.seed)
-        rows, group = _examples(
+        rows, group, used = _examples(
             data, train_queries, negatives, candidates, loss_name, teacher, settings, progress
         )
     finally:
         if teacher is not None:
             teacher.close()
-    evaluator = _validation(data, validation, candidates, settings)
+    evaluator, validated = _validation(data, validation, candidates, settings)
     trainer = _trainer(model, rows, group, evaluator, settings, loss_name, work, progress)
     for callback in callbacks:
         trainer.add_callback(callback)
@@ -176,8 +206,8 @@ def train(
         steps=trainer.state.global_step,
         seconds=seconds,
         examples=len(rows["query"]),
-        train_queries=len(train_queries),
-        validation_queries=len(validation),
+        train_queries=used,
+        validation_queries=validated,
         curve=_curve(trainer.state.log_history),
         best_step=_best_step(trainer.state.best_model_checkpoint),
         teacher=None if teacher is None else teacher.report,
@@ -187,23 +217,46 @@ def train(
         from rerankit.export import export_onnx
 
         outcome.export = export_onnx(
-            str(out), out / f"onnx-{export}", quantize="int8" if export == "int8" else None
+            str(out),
+            out / f"onnx-{export}",
+            quantize="int8" if export == "int8" else None,
+            trust_remote_code=settings.trust_remote_code,
         )
     from rerankit.training.card import write_card
 
     write_card(out, data, settings, outcome)
+    (work / COMPLETED).write_text(json.dumps({"steps": outcome.steps}), encoding="utf-8")
     return outcome
 
 
-def _check_output(out: Path, settings: TrainSettings, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to clobber a folder; on resume, insist on the settings it was started with."""
+def _check_output(
+    out: Path,
+    settings: TrainSettings,
+    inputs: list[str | Path | None],
+    *,
+    resume: bool,
+    overwrite: bool,
+) -> None:
+    """Refuse to clobber anything but an earlier run's folder; on resume, insist on its settings."""
     if resume and overwrite:
         raise ConfigurationError("--resume continues a folder, --overwrite replaces it: pick one")
-    saved = out / WORK / "settings.json"
+    if out.exists() and not out.is_dir():
+        raise ConfigurationError(f"--out {out} is a file: give a folder")
+    target = out.resolve()
+    for given in [Path.cwd(), *(Path(i) for i in inputs if i is not None)]:
+        if given.exists() and (target == given.resolve() or target in given.resolve().parents):
+            raise ConfigurationError(
+                f"--out {out} is or holds an input ({given}): write the model somewhere else"
+            )
+    saved = out / WORK / SETTINGS
     if resume:
         if not saved.is_file():
             raise ConfigurationError(
                 f"--resume: {out} holds no rerankit training run; run without --resume"
+            )
+        if (out / WORK / COMPLETED).is_file():
+            raise ConfigurationError(
+                f"--resume: the run in {out} finished; nothing to resume (--overwrite trains again)"
             )
         before = json.loads(saved.read_text(encoding="utf-8"))
         changed = sorted(k for k, v in asdict(settings).items() if before.get(k) != v)
@@ -212,27 +265,52 @@ def _check_output(out: Path, settings: TrainSettings, *, resume: bool, overwrite
                 f"--resume with other settings than the run in {out} ({changed}); resume with "
                 "the same command, or start again with --overwrite"
             )
-    elif out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+    elif out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ConfigurationError(
+                f"the output folder {out} exists and is not empty: pass --overwrite to replace "
+                "it, or --resume to continue its training"
+            )
+        if not saved.is_file():
+            raise ConfigurationError(
+                f"--overwrite replaces only a folder rerankit train wrote ({WORK}/{SETTINGS} in "
+                f"it); {out} is not one: choose another --out"
+            )
+
+
+def _fingerprint(data: TrainingData) -> str:
+    """A hash of the queries, judgments and document ids, to tell a resumed run's data apart."""
+    digest = hashlib.sha256()
+    for query in data.queries:
+        digest.update(json.dumps([query.qid, query.text, sorted(query.judged.items())]).encode())
+    digest.update(json.dumps(sorted(data.corpus)).encode())
+    return digest.hexdigest()
+
+
+def _check_resumed_data(out: Path, data: TrainingData, *, resume: bool) -> None:
+    saved = out / WORK / DATA_FINGERPRINT
+    if resume and saved.is_file() and saved.read_text(encoding="utf-8") != _fingerprint(data):
         raise ConfigurationError(
-            f"the output folder {out} exists and is not empty: pass --overwrite to replace it, "
-            "or --resume to continue its training"
+            f"--resume with other training data than the run in {out}; resume with the same "
+            "data, or start again with --overwrite"
         )
 
 
-def _prepare_output(out: Path, settings: TrainSettings, *, resume: bool) -> None:
-    """Clear a folder being overwritten (keeping the teacher's cached scores) and save settings."""
+def _prepare_output(
+    out: Path, settings: TrainSettings, data: TrainingData, *, resume: bool
+) -> None:
+    """Clear an earlier run being overwritten (keeping its cached teacher scores); save settings."""
     if not resume and out.is_dir():
-        for child in out.iterdir():  # the cached teacher scores stay: they are still valid
+        for child in out.iterdir():
             if child.name == WORK:
                 for item in child.iterdir():
-                    if item.name != TEACHER_CACHE:
+                    if not item.name.startswith(TEACHER_CACHE):  # the cache and its journal
                         _remove(item)
             else:
                 _remove(child)
-    elif not resume and out.exists():
-        out.unlink()
     (out / WORK).mkdir(parents=True, exist_ok=True)
-    (out / WORK / "settings.json").write_text(json.dumps(asdict(settings), indent=2), "utf-8")
+    (out / WORK / SETTINGS).write_text(json.dumps(asdict(settings), indent=2), "utf-8")
+    (out / WORK / DATA_FINGERPRINT).write_text(_fingerprint(data), "utf-8")
 
 
 def _remove(path: Path) -> None:
@@ -242,14 +320,35 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _load_run(path: str | None) -> dict[str, Ranking] | None:
+def _load_run(path: str | None, data: TrainingData) -> dict[str, Ranking] | None:
+    """A run file's rankings for the training queries; one that covers none is an error."""
     if path is None:
         return None
     from rerankit.eval.first_stage import load_run
 
+    if data.layout != "beir":
+        raise ConfigurationError(
+            "a run file names BEIR query and document ids: JSONL judgments have none; mine "
+            "with BM25 (leave out --first-stage) or convert the data to a BEIR folder"
+        )
     if not Path(path).is_file():
         raise ConfigurationError(f"run file {path!r} not found")
-    return load_run(path)
+    run = load_run(path)
+    covered = sum(1 for q in data.queries if any(d in data.corpus for d, _ in run.get(q.qid, [])))
+    if covered == 0:
+        raise InvalidInputError(
+            f"run file {path} ranks none of the {len(data.queries)} training queries' corpus "
+            "documents: is it a run over this data?"
+        )
+    if covered < len(data.queries):
+        logger.warning(
+            "run file %s ranks documents for %d of %d training queries; the others get no "
+            "mined negatives",
+            path,
+            covered,
+            len(data.queries),
+        )
+    return run
 
 
 def _load_base(settings: TrainSettings) -> Any:
@@ -266,7 +365,14 @@ def _load_base(settings: TrainSettings) -> Any:
         )
     except (OSError, ValueError) as exc:
         raise BackendError(f"could not load the base model {settings.base!r}: {exc}") from exc
-    classifier = any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
+    architectures = config.architectures or []
+    generative = [a for a in architectures if a.endswith(GENERATIVE_HEADS)]
+    if generative:
+        raise ConfigurationError(
+            f"{settings.base!r} is a generative model ({generative[0]}); rerankit train makes "
+            "cross-encoders: start from an encoder (BERT, MiniLM, XLM-R, ...) or a cross-encoder"
+        )
+    classifier = any(a.endswith("ForSequenceClassification") for a in architectures)
     if classifier and config.num_labels != 1:
         raise ConfigurationError(
             f"{settings.base!r} has a {config.num_labels}-label classification head; rerankit "
@@ -274,6 +380,10 @@ def _load_base(settings: TrainSettings) -> Any:
         )
     if not classifier:
         logger.info("%s has no reranking head: a new one-logit head is trained", settings.base)
+    if settings.device is not None and settings.device.startswith("cuda:"):
+        import torch
+
+        torch.cuda.set_device(int(settings.device.split(":")[1]))  # the Trainer's device
     transformers.set_seed(settings.seed)  # the new head's initial weights
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # the new head's "newly initialised" report
@@ -317,15 +427,23 @@ def _examples(
     teacher: Teacher | None,
     settings: TrainSettings,
     progress: bool,
-) -> tuple[dict[str, list[Any]], int]:
-    """The training columns for ``loss`` and the documents per example (1 pointwise)."""
+) -> tuple[dict[str, list[Any]], int, int]:
+    """The training columns for ``loss``, the documents per example and the queries used."""
     lists = {
         q.qid: q.positives + negatives[q.qid]
         if q.positives
         else candidates[q.qid][: settings.negatives + 1]  # no judgments: the teacher decides
         for q in queries
     }
-    queries = [q for q in queries if len(lists[q.qid]) >= 2 or loss == "bce"]
+    kept = [q for q in queries if len(lists[q.qid]) >= 2 or (loss == "bce" and lists[q.qid])]
+    if len(kept) < len(queries):
+        logger.warning(
+            "%d of %d training queries have too few documents (positives and first-stage "
+            "candidates) to train on; they are left out",
+            len(queries) - len(kept),
+            len(queries),
+        )
+    queries = kept
     if not queries:
         raise InvalidInputError("no training query has two documents to compare")
     if teacher is None:
@@ -334,7 +452,7 @@ def _examples(
         requests = [(q.text, [data.corpus[d] for d in lists[q.qid]]) for q in queries]
         scored = teacher.score(requests, progress=progress)
         labels = {
-            q.qid: [s / settings.teacher_temperature for s in row]
+            q.qid: [s / settings.teacher_temperature for s in _as_logits(row, teacher)]
             for q, row in zip(queries, scored, strict=True)
         }
     if loss == "bce":
@@ -344,7 +462,7 @@ def _examples(
                 rows["query"].append(q.text)
                 rows["document"].append(data.corpus[doc])
                 rows["label"].append(min(label, 1.0))
-        return rows, 1
+        return rows, 1, len(queries)
     if loss == "margin-mse":
         rows = {"query": [], "positive": [], "negative": [], "label": []}
         for q in queries:
@@ -356,13 +474,24 @@ def _examples(
                     rows["positive"].append(data.corpus[ids[top]])
                     rows["negative"].append(data.corpus[doc])
                     rows["label"].append(scores[top] - scores[i])
-        return rows, 2
+        return rows, 2, len(queries)
     rows = {"query": [], "documents": [], "labels": []}
     for q in queries:
         rows["query"].append(q.text)
         rows["documents"].append([data.corpus[d] for d in lists[q.qid]])
         rows["labels"].append(labels[q.qid])
-    return rows, settings.negatives + 1
+    return rows, settings.negatives + 1, len(queries)
+
+
+def _as_logits(scores: list[float], teacher: Teacher) -> list[float]:
+    """A probability-like teacher's scores (0..1) as log-odds, so that ListNet's softmax over
+    them is as sharp as the teacher's judgement; other scales stay as they are."""
+    if teacher.report.scale not in ("probability", "service") or not all(
+        0.0 <= s <= 1.0 for s in scores
+    ):
+        return scores
+    clipped = [min(max(s, 1e-6), 1 - 1e-6) for s in scores]
+    return [math.log(p / (1 - p)) for p in clipped]
 
 
 def _validation(
@@ -370,10 +499,20 @@ def _validation(
     queries: list[TrainingQuery],
     candidates: dict[str, list[str]],
     settings: TrainSettings,
-) -> Any:
-    """nDCG@10 of reranking each held-out query's first-stage list (positives it missed count)."""
+) -> tuple[Any, int]:
+    """nDCG@10 of reranking each held-out query's first-stage list, and the queries it uses.
+
+    A query whose first stage found nothing cannot be reranked and is left out (with a warning).
+    """
+    searchable = [q for q in queries if candidates[q.qid]]
+    if len(searchable) < len(queries):
+        logger.warning(
+            "%d validation queries have no first-stage candidates and are left out",
+            len(queries) - len(searchable),
+        )
+    queries = searchable
     if not queries:
-        return None
+        return None, 0
     from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
 
     samples: list[dict[str, str | list[str]]] = [
@@ -384,7 +523,7 @@ def _validation(
         }
         for q in queries
     ]
-    return CrossEncoderRerankingEvaluator(
+    evaluator = CrossEncoderRerankingEvaluator(
         samples,
         at_k=10,
         always_rerank_positives=False,
@@ -392,9 +531,10 @@ def _validation(
         batch_size=settings.batch_size * 2,
         write_csv=False,
     )
+    return evaluator, len(queries)
 
 
-def _loss(model: Any, loss: str, group: int, rows: dict[str, list[Any]], batch: int) -> Any:
+def _loss(model: Any, loss: str, rows: dict[str, list[Any]], batch: int) -> Any:
     import torch
     from sentence_transformers.cross_encoder import losses
 
@@ -442,7 +582,7 @@ def _trainer(
         warmup_steps=settings.warmup,
         seed=settings.seed,
         data_seed=settings.seed,
-        bf16=cuda and torch.cuda.is_bf16_supported(),
+        bf16=cuda and torch.cuda.get_device_capability(model.device)[0] >= 8,  # native bf16
         use_cpu=not cuda,
         logging_steps=max(1, min(every, steps_per_epoch // 20)),
         eval_strategy="steps" if validate else "no",
@@ -463,7 +603,7 @@ def _trainer(
         model=model,
         args=args,
         train_dataset=dataset,
-        loss=_loss(model, loss_name, group, rows, settings.batch_size),
+        loss=_loss(model, loss_name, rows, settings.batch_size),
         evaluator=evaluator,
         callbacks=callbacks,
     )
@@ -524,5 +664,4 @@ def _save(model: Any, out: Path, trainer: Any) -> None:
     model.save_pretrained(str(out))
     history = out / WORK / "log_history.json"
     history.write_text(json.dumps(trainer.state.log_history, indent=1), encoding="utf-8")
-    for checkpoint in (out / WORK / "checkpoints").glob("checkpoint-*"):
-        shutil.rmtree(checkpoint)  # the model is saved; keep the folder small
+    shutil.rmtree(out / WORK / "checkpoints", ignore_errors=True)  # the model is saved

@@ -14,7 +14,7 @@ pytest.importorskip("datasets")
 
 from rerankit import Reranker
 from rerankit.cli import main
-from rerankit.errors import ConfigurationError, ServiceUnavailableError
+from rerankit.errors import ConfigurationError, InvalidInputError, ServiceUnavailableError
 from rerankit.training import TrainSettings, load_training_data, train
 from rerankit.training.teacher import CHUNK_QUERIES
 from tests import model_factory
@@ -257,9 +257,21 @@ def test_teacher_scores_are_cached_and_an_interrupted_run_pays_once(
         assert rerun.teacher.cached == report.cached + report.scored
     card = (tmp_path / "student" / "README.md").read_text(encoding="utf-8")
     assert "jina-reranker-v2-base-multilingual" in card
-    assert "local-test-key" not in card
-    saved = (tmp_path / "student" / "training" / "settings.json").read_text(encoding="utf-8")
-    assert "local-test-key" not in saved
+    assert "JINA_API_KEY" not in card
+
+
+def test_a_literal_api_key_for_the_teacher_is_refused_before_any_work(
+    train_set: Path, tiny_encoder_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    teacher = "model=jina-reranker-v2-base-multilingual,backend=jina,api_key=sk-literal-123"
+    out = tmp_path / "out"
+    flags = ["--model", str(tiny_encoder_dir), "--out", str(out), "--teacher", teacher]
+    code = main(["train", str(train_set), *flags])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "literal API key" in err
+    assert "sk-literal-123" not in err
+    assert not out.exists()
 
 
 def test_teacher_labels_are_the_teachers_scores(
@@ -338,7 +350,102 @@ def test_bad_input_is_a_typed_error_before_training(
     assert code == 2
     assert message in err
     assert not (out / "model.safetensors").exists()
-    assert not (out / "training" / "checkpoints").exists()
+    assert not (out / "training").exists()
+    if case == "output-exists":
+        assert (out / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("case", ["unrelated-folder", "the-data", "a-file", "cwd"])
+def test_overwrite_replaces_only_an_earlier_training_run(
+    case: str,
+    tiny_encoder_dir: Path,
+    train_set: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = tmp_path / "mine"
+    if case == "unrelated-folder":
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+        message = "not one"
+    elif case == "the-data":
+        out = train_set
+        message = "is or holds an input"
+    elif case == "a-file":
+        out.write_text("mine")
+        message = "is a file"
+    else:
+        monkeypatch.chdir(tmp_path)
+        out = tmp_path
+        message = "is or holds an input"
+    before = sorted(p.name for p in out.parent.iterdir())
+    with pytest.raises(ConfigurationError, match=message):
+        train(train_set, _settings(tiny_encoder_dir, out), overwrite=True)
+    assert sorted(p.name for p in out.parent.iterdir()) == before
+    if case in ("unrelated-folder", "a-file"):
+        assert (out / "notes.txt" if out.is_dir() else out).read_text() == "mine"
+
+
+def test_a_finished_run_or_other_data_cannot_be_resumed(
+    trained: tuple[TrainSettings, Any], tmp_path: Path
+) -> None:
+    settings, _ = trained
+    with pytest.raises(ConfigurationError, match="finished"):
+        train(tmp_path, settings, resume=True)
+    work = Path(settings.out) / "training"
+    (work / "completed.json").rename(work / "was-completed.json")
+    try:
+        other = tmp_path / "other.jsonl"
+        other.write_text(json.dumps({"query": "q", "positive": "p", "negative": "n"}) + "\n")
+        with pytest.raises(ConfigurationError, match="other training data"):
+            train(other, settings, resume=True)
+    finally:
+        (work / "was-completed.json").rename(work / "completed.json")
+
+
+def test_a_run_file_must_cover_the_training_queries(
+    train_set: Path, tiny_encoder_dir: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run.tsv"
+    run.write_text("nobody\tnothing\t1.0\n")
+    settings = _settings(tiny_encoder_dir, tmp_path / "o", run_file=str(run))
+    with pytest.raises(InvalidInputError, match="ranks none"):
+        train(train_set, settings)
+    jsonl = tmp_path / "j.jsonl"
+    jsonl.write_text(json.dumps({"query": "q", "positive": "p", "negative": "n"}) + "\n")
+    with pytest.raises(ConfigurationError, match="JSONL"):
+        train(jsonl, settings)
+
+
+def test_validation_leaves_out_queries_the_first_stage_found_nothing_for(
+    train_set: Path, tiny_encoder_dir: Path
+) -> None:
+    from rerankit.training.trainer import _validation
+
+    data = load_training_data(train_set)
+    held = data.judged_queries[:3]
+    candidates = {q.qid: list(data.corpus)[:5] for q in held}
+    candidates[held[0].qid] = []
+    evaluator, used = _validation(data, held, candidates, _settings(tiny_encoder_dir, Path("x")))
+    assert used == 2
+    assert [s["query"] for s in evaluator.samples] == [q.text for q in held[1:]]
+
+
+def test_probability_teachers_are_read_as_log_odds() -> None:
+    from types import SimpleNamespace
+
+    from rerankit.training.trainer import _as_logits
+
+    api = SimpleNamespace(report=SimpleNamespace(scale="service"))
+    assert _as_logits([0.5, 0.9], api) == pytest.approx([0.0, 2.1972246])  # type: ignore[arg-type]
+    logits = SimpleNamespace(report=SimpleNamespace(scale="logit"))
+    assert _as_logits([0.5, 3.0], logits) == [0.5, 3.0]  # type: ignore[arg-type]
+
+
+def test_beir_judged_negatives_are_kept(tmp_path: Path) -> None:
+    folder = _beir(tmp_path / "d", DOCS, ["q1\td1\t1\n", "q1\td2\t0\n"])
+    (query,) = load_training_data(folder).queries
+    assert query.judged == {"d1": 1, "d2": 0}
 
 
 def test_jsonl_judgments_in_both_layouts(tmp_path: Path) -> None:
