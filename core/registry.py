@@ -92,6 +92,14 @@ BACKENDS: dict[str, BackendSpec] = {
             requires=("onnxruntime", "tokenizers", "numpy"),
             aliases=("onnx",),
         ),
+        BackendSpec(
+            name="vlm",
+            module="rerankit.backends.vlm",
+            attribute="VLMBackend",
+            extra="vlm",
+            requires=("torch", "transformers", "PIL"),
+            aliases=("vision", "multimodal", "monovlm"),
+        ),
         BackendSpec(  # the model on a server (extra "jina") or here ("transformers"): the
             # backend checks the extra of the path chosen by base_url, so requires is empty
             name="listwise",
@@ -122,7 +130,7 @@ FLASHRANK_FILES = {
 }
 
 # Generative model kinds, which must never fall back to the cross-encoder (loaded as a
-# classifier they get a random head). "llm", "t5" and "listwise" have backends; "vlm" is refused.
+# classifier they get a random head); each has a backend.
 GENERATIVE_KINDS = {
     "llm": "a causal-LM reranker (scored by the logits of answer tokens such as 'yes'/'no')",
     "t5": "a T5 reranker (scored by one decoder step over 'true'/'false')",
@@ -266,7 +274,7 @@ def _plugin_problem(
 
 
 # The only names inferred as a remote service: a bare Jina API model name, nothing around it.
-API_MODEL_NAME = re.compile(r"jina-reranker-v\d+(-[a-z0-9]+)*")
+API_MODEL_NAME = re.compile(r"jina-reranker-(v|m)\d+(-[a-z0-9]+)*")
 
 
 def _guess(model: str) -> str | None:
@@ -281,14 +289,20 @@ def _infer_from_name(model: str) -> str | None:
         return "flashrank"
     for pattern, backend in NAME_PATTERNS:
         if pattern.search(name):
+            if backend == "vlm" and _is_api_name(model):  # jina-reranker-m0 on Jina's API
+                return "jina"
             return _local_unless_api_name(model) if backend == "jina" else backend
     return None
 
 
 def _local_unless_api_name(model: str) -> str:
     """``jina`` for a bare API model name; a hub id, path or file name runs here instead."""
+    return "jina" if _is_api_name(model) else "cross-encoder"
+
+
+def _is_api_name(model: str) -> bool:
     bare = API_MODEL_NAME.fullmatch(model.lower()) is not None
-    return "jina" if bare and not Path(model).expanduser().exists() else "cross-encoder"
+    return bare and not Path(model).expanduser().exists()
 
 
 def _infer_from_folder(folder: Path) -> str | None:
@@ -308,8 +322,11 @@ def _infer_from_folder(folder: Path) -> str | None:
         return "listwise" if "listwise" in named else "llm"
     if any(re.match(r"M?T5ForConditionalGeneration$", arch) for arch in architectures):
         return "t5"
-    if any(arch.endswith("ForConditionalGeneration") for arch in architectures):
+    if any(arch.endswith(("ForConditionalGeneration", "VLForRanking")) for arch in architectures):
         return "vlm"
+    if not architectures and (folder / "adapter_config.json").is_file():
+        base = _adapter_base(folder)  # a LoRA adapter (MonoQwen2-VL): what its base model is
+        return None if base is None else _guess(base)
     guess = _infer_from_name(folder.name)
     return "cross-encoder" if guess == "jina" else guess  # a folder runs here, never remote
 
@@ -321,6 +338,15 @@ def _architectures(folder: Path) -> list[str]:
         return []
     architectures = config.get("architectures") if isinstance(config, dict) else None
     return [a for a in architectures or [] if isinstance(a, str)]
+
+
+def _adapter_base(folder: Path) -> str | None:
+    try:
+        config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+    return base if isinstance(base, str) and base else None
 
 
 def _has_dense_module(folder: Path) -> bool:

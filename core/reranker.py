@@ -6,9 +6,9 @@ import logging
 import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
-from rerankit.backends.base import Backend
+from rerankit.backends.base import Backend, Passage, Request
 from rerankit.config import RerankerConfig, is_finite_number
 from rerankit.errors import (
     BackendError,
@@ -16,6 +16,7 @@ from rerankit.errors import (
     InvalidInputError,
     ServiceUnavailableError,
 )
+from rerankit.images import ImagePassage, check_source
 from rerankit.registry import canonical_name, infer_backend, load_backend_class
 from rerankit.types import Document, RankResult, ScoredDocument, Scores
 
@@ -244,7 +245,26 @@ class Reranker:
             )
         texts = [doc if isinstance(doc, str) else doc.text for doc in docs]
         _check_encodable(query, texts)
-        return _Prepared(query, docs, texts, top_k, None if threshold is None else float(threshold))
+        passages = self._passages(docs, texts)
+        return _Prepared(
+            query, docs, passages, top_k, None if threshold is None else float(threshold)
+        )
+
+    def _passages(self, docs: list[DocumentInput], texts: list[str]) -> list[Passage]:
+        """What the backend scores: the texts, with image documents as :class:`ImagePassage`."""
+        passages: list[Passage] = list(texts)
+        for position, doc in enumerate(docs):
+            if isinstance(doc, str) or doc.image is None:
+                continue
+            check_source(doc.image, f"documents[{position}].image")
+            if not self._backend.accepts_images:
+                raise InvalidInputError(
+                    f"documents[{position}] is an image document and the {self.backend_name!r} "
+                    "backend ranks text only; use backend='vlm' (a vision-language reranker) or "
+                    "the Jina API with jina-reranker-m0, or rank its caption or OCR as text"
+                )
+            passages[position] = ImagePassage(doc.image, texts[position])
+        return passages
 
     @staticmethod
     def _top_k_hint(requests: list[_Prepared]) -> int | None:
@@ -254,7 +274,7 @@ class Reranker:
         self, requests: list[_Prepared], top_k: int | None
     ) -> tuple[list[Scores], Reranker]:
         """Scores for every request from this reranker, else from its fallback chain."""
-        nonempty = [(r.query, r.texts) for r in requests if r.texts]
+        nonempty = _nonempty(requests)
         if not nonempty:
             return [Scores(values=[]) for _ in requests], self
         try:
@@ -266,7 +286,7 @@ class Reranker:
     async def _ascore_many(
         self, requests: list[_Prepared], top_k: int | None
     ) -> tuple[list[Scores], Reranker]:
-        nonempty = [(r.query, r.texts) for r in requests if r.texts]
+        nonempty = _nonempty(requests)
         if not nonempty:
             return [Scores(values=[]) for _ in requests], self
         try:
@@ -359,13 +379,22 @@ class Reranker:
 
 
 class _Prepared(NamedTuple):
-    """One validated request: the query, its documents and texts, and the cuts to apply."""
+    """One validated request: the query, its documents and passages, and the cuts to apply."""
 
     query: str
     docs: list[DocumentInput]
-    texts: list[str]
+    texts: list[Passage]
     top_k: int | None
     threshold: float | None
+
+
+def _nonempty(requests: list[_Prepared]) -> list[Request]:
+    """The requests with documents, as the backend takes them.
+
+    Image passages only ever reach backends that take images (checked in ``_passages``), whose
+    ``score_many`` accepts them; to every other backend the passages are all ``str``.
+    """
+    return [(r.query, cast("list[str]", r.texts)) for r in requests if r.texts]
 
 
 def _check_encodable(query: str, texts: list[str]) -> None:

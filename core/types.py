@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
+
+if TYPE_CHECKING:
+    from rerankit.images import ImageSource
 
 # The metadata key under which the framework adapters say what a document's score is.
 SCORE_SCALE_KEY = "rerank_score_scale"
@@ -13,15 +16,30 @@ SCORE_SCALE_KEY = "rerank_score_scale"
 
 @dataclass(frozen=True, slots=True)
 class Document:
-    """A text to rerank, with an optional id and metadata that rerankit never touches.
+    """A text or image to rerank, with an optional id and metadata that rerankit never touches.
 
     >>> Document(text="Paris is the capital of France.", id="d1", metadata={"source": "wiki"})
     Document(text='Paris is the capital of France.', id='d1', metadata={'source': 'wiki'})
+
+    ``image`` makes it an image document (a page screenshot, a figure): a file path, bytes, a
+    PIL image, base64, a data URI or an ``http(s)`` URL (see :mod:`rerankit.images`); ``text``
+    is then its caption or OCR, or ``""``. Only backends that take images rank image documents
+    (``backend="vlm"``, the Jina API with jina-reranker-m0); the others raise
+    :class:`~rerankit.errors.InvalidInputError`. The image is read only when it is scored.
     """
 
-    text: str
+    text: str = ""
     id: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    image: ImageSource | None = None
+
+    def __repr__(self) -> str:
+        from rerankit.images import describe
+
+        image = "" if self.image is None else f", image={describe(self.image)}"
+        return (
+            f"Document(text={self.text!r}, id={self.id!r}, metadata={dict(self.metadata)!r}{image})"
+        )
 
 
 @dataclass(frozen=True, slots=True)

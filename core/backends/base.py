@@ -20,10 +20,13 @@ from typing import Any, ClassVar
 
 from rerankit.config import RerankerConfig
 from rerankit.errors import ConfigurationError
+from rerankit.images import ImagePassage
 from rerankit.options import Option, OptionSchema, parse_options
 from rerankit.types import Scores
 
 Request = tuple[str, Sequence[str]]
+# What a backend that takes images (``accepts_images``) scores: texts and image documents.
+Passage = str | ImagePassage
 
 # What the numbers of each scale are (README: "Score scales").
 SCALES = {
@@ -59,6 +62,8 @@ class Backend(ABC):
     # instance.
     remote: bool = False
     scale: str = "unspecified"
+    # Takes image documents: its score methods then receive :class:`ImagePassage` items too.
+    accepts_images: bool = False
 
     def __init__(self, config: RerankerConfig) -> None:
         self.options: dict[str, Any] = parse_options(

@@ -283,9 +283,9 @@ def load_layerwise(
     )
 
 
-def read_config(folder: Path) -> dict[str, Any]:
-    """``folder/config.json`` as a dict; a ConfigurationError if it is missing or not JSON."""
-    path = folder / "config.json"
+def read_config(folder: Path, name: str = "config.json") -> dict[str, Any]:
+    """``folder/name`` as a dict; a ConfigurationError if it is missing or not JSON."""
+    path = folder / name
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
