@@ -169,33 +169,19 @@ def canonical_name(name: str) -> str:
     for spec in specs.values():
         if key == spec.name or key in spec.aliases:
             return spec.name
-    hint = f" ({GENERATIVE_KINDS[key]}: not supported yet)" if key in GENERATIVE_KINDS else ""
     raise UnknownBackendError(
-        f"unknown backend {name!r}{hint}; valid backends are {sorted(specs)} "
+        f"unknown backend {name!r}; valid backends are {sorted(specs)} "
         f"(aliases: {sorted(a for s in specs.values() for a in s.aliases)})"
     )
 
 
 def infer_backend(model: str) -> str:
     """Pick a backend for ``model`` from its local folder, else from its name."""
-    guess = _guess(model)
-    specs = available()  # plugins are listed, but never chosen by inference: name them
+    guess = _guess(model)  # always a built-in backend: plugins are never chosen by inference
     if guess is None:
         raise UnknownBackendError(
-            f"cannot tell which backend serves {model!r}; pass backend= one of {sorted(specs)}"
-        )
-    if guess in GENERATIVE_KINDS and guess not in BACKENDS:
-        raise UnknownBackendError(
-            f"{model!r} is {GENERATIVE_KINDS[guess]}. rerankit cannot run it yet: the "
-            "cross-encoder backend would give it a randomly initialised head and score noise, "
-            "so it is refused. Pick a cross-encoder (e.g. BAAI/bge-reranker-v2-m3) or a "
-            f"pointwise LLM reranker (e.g. Qwen/Qwen3-Reranker-0.6B) instead; valid backends "
-            f"are {sorted(specs)}."
-        )
-    if guess not in BACKENDS:
-        raise UnknownBackendError(
-            f"{model!r} looks like a {guess!r} model, but no built-in {guess!r} backend exists; "
-            f"pass backend= one of {sorted(specs)} if the model fits one of them"
+            f"cannot tell which backend serves {model!r}; pass backend= one of "
+            f"{sorted(available())}"
         )
     return guess
 

@@ -17,9 +17,10 @@ from typing import Any, ClassVar, NamedTuple
 
 import httpx
 
-from rerankit.backends.base import Backend, Request
+from rerankit.backends.base import Backend, Passage, Request
 from rerankit.config import RerankerConfig
 from rerankit.errors import ConfigurationError
+from rerankit.images import ImagePassage, ImagePolicy, ImageSource, image_key, image_payload
 from rerankit.options import Option, OptionSchema
 from rerankit.remote import TRANSPORT_OPTIONS
 from rerankit.remote.circuit import CircuitBreaker
@@ -30,6 +31,9 @@ from rerankit.secrets import Secret
 from rerankit.types import Scores
 
 BYTES_PER_TOKEN = 4  # a rough, model-free token estimate: UTF-8 bytes / 4
+# What one image counts against max_request_tokens: jina-reranker-m0 reads an image as at most
+# 768 patches of 28x28 pixels, one token each (its payload's size says nothing about that).
+IMAGE_TOKENS = 768
 
 Answer = tuple[list[float], dict[str, float]]  # one chunk's scores and usage figures
 
@@ -39,6 +43,7 @@ class _Plan(NamedTuple):
 
     query: str
     documents: list[str]
+    images: list[str | None] | None  # per document, its image as sent; None: text only
     chunks: list[range]
     truncated: int
 
@@ -55,10 +60,20 @@ class JinaBackend(Backend):
     return the model's logit or, with ``normalize=True``, its sigmoid; Cohere and Jina return
     the service's own ``relevance_score`` (scale ``"service"``), which Cohere documents as a
     probability (so ``normalize=True`` is allowed there, and refused for Jina).
+
+    Image documents (``Document(image=...)``) go to services that take them, the ``jina``
+    dialect only (the Jina API ranks them with jina-reranker-m0): an ``http(s)`` URL is sent as
+    given, for the service to fetch (never fetched here); a file, bytes, a PIL image (as PNG),
+    base64 or a data URI is read here, bounded by ``max_image_bytes``, and sent as raw base64.
+    The other dialects refuse image documents with
+    :class:`~rerankit.errors.InvalidInputError` before anything is sent. An image counts as
+    ``IMAGE_TOKENS`` against ``max_request_tokens``; its text (caption, OCR) is truncated like
+    any document's.
     """
 
     name: ClassVar[str] = "jina"
     remote = True
+    accepts_images = True  # the dialect decides: see JinaBackend._plan
     options_schema: ClassVar[OptionSchema] = {
         "dialect": Option(
             "enum", "jina", "wire format of the service", choices=tuple(sorted(DIALECTS))
@@ -74,6 +89,12 @@ class JinaBackend(Backend):
         **TRANSPORT_OPTIONS,
         "price_per_million_tokens": Option(
             "float", None, "adds usage['cost'] from the billed tokens", minimum=0
+        ),
+        "max_image_bytes": Option(
+            "int",
+            32 * 1024 * 1024,
+            "bytes per image read here (file, bytes, base64) at most; URLs go to the service",
+            minimum=1,
         ),
     }
 
@@ -95,6 +116,8 @@ class JinaBackend(Backend):
                 "model it serves; use normalize=False (scale 'service')"
             )
         self.scale = scale
+        # Images are read here, bounded; a URL is passed to the service and never fetched here.
+        self.image_policy = ImagePolicy(allow_urls=False, max_bytes=options["max_image_bytes"])
         base_url = options["base_url"] or self.dialect.default_base_url
         if not base_url:
             raise ConfigurationError(
@@ -138,7 +161,7 @@ class JinaBackend(Backend):
         ``top_k`` is not used: the service scores every document on its own, whatever is kept.
         """
         self.transport.check_open()
-        plans = [self._plan(query, texts) for query, texts in requests]
+        plans = self._plans(requests)
         calls = [(plan, chunk) for plan in plans for chunk in plan.chunks]
         if len(calls) <= 1:
             answers = [self._call(plan, chunk) for plan, chunk in calls]
@@ -154,7 +177,10 @@ class JinaBackend(Backend):
     ) -> list[Scores]:
         """Async :meth:`score_many`: every request's chunks concurrently on this loop's client."""
         self.transport.check_open()
-        plans = [self._plan(query, texts) for query, texts in requests]
+        if any(isinstance(p, ImagePassage) for _, texts in requests for p in texts):
+            plans = await asyncio.to_thread(self._plans, requests)  # reads files, encodes
+        else:
+            plans = self._plans(requests)
         limit = asyncio.Semaphore(self.options["max_concurrency"])
 
         async def bounded(plan: _Plan, chunk: range) -> Answer:
@@ -206,8 +232,13 @@ class JinaBackend(Backend):
 
     def _body(self, plan: _Plan, chunk: range) -> dict[str, Any]:
         documents = plan.documents[chunk.start : chunk.stop]
+        images = None if plan.images is None else plan.images[chunk.start : chunk.stop]
         return self.dialect.body(
-            self.config.model, plan.query, documents, normalize=self.config.normalize
+            self.config.model,
+            plan.query,
+            documents,
+            normalize=self.config.normalize,
+            images=images,
         )
 
     def _reader(self, chunk: range) -> Callable[[Any], Answer]:
@@ -219,9 +250,33 @@ class JinaBackend(Backend):
 
     # -- chunking and merging ----------------------------------------------------------------
 
-    def _plan(self, query: str, texts: Sequence[str]) -> _Plan:
+    def _plans(self, requests: Sequence[Request]) -> list[_Plan]:
+        """Every request's plan; images are checked and read now, before anything is sent."""
+        payloads: dict[Any, str] = {}  # one read per image source in these requests
+        return [self._plan(query, texts, payloads) for query, texts in requests]
+
+    def _plan(self, query: str, passages: Sequence[Passage], payloads: dict[Any, str]) -> _Plan:
+        texts = [p.text if isinstance(p, ImagePassage) else p for p in passages]
+        images: list[str | None] | None = None
+        for position, passage in enumerate(passages):
+            if isinstance(passage, ImagePassage):
+                if images is None:
+                    self.dialect.check_images(position)
+                    images = [None] * len(passages)
+                images[position] = self._image(passage.image, payloads)
         documents, truncated = self._truncate(texts)
-        return _Plan(query, documents, self._chunks(documents), truncated)
+        return _Plan(query, documents, images, self._chunks(documents, images), truncated)
+
+    def _image(self, source: ImageSource, payloads: dict[Any, str]) -> str:
+        """``source`` as sent: a URL as given, else raw base64 read within ``max_image_bytes``."""
+        key = image_key(source)
+        try:
+            known = payloads.get(key)
+        except TypeError:  # an unhashable key: read it every time
+            return image_payload(source, self.image_policy)
+        if known is None:
+            known = payloads[key] = image_payload(source, self.image_policy)
+        return known
 
     def _truncate(self, texts: Sequence[str]) -> tuple[list[str], int]:
         limit = self.options["max_document_tokens"] * BYTES_PER_TOKEN
@@ -234,13 +289,15 @@ class JinaBackend(Backend):
             documents.append(text)
         return documents, truncated
 
-    def _chunks(self, documents: list[str]) -> list[range]:
+    def _chunks(self, documents: list[str], images: list[str | None] | None = None) -> list[range]:
         most_documents = self.options["max_documents_per_request"]
         most_tokens = self.options["max_request_tokens"]
         chunks: list[range] = []
         start, tokens = 0, 0
         for position, text in enumerate(documents):
             tokens_of_text = math.ceil(len(text.encode("utf-8")) / BYTES_PER_TOKEN) + 1
+            if images is not None and images[position] is not None:
+                tokens_of_text += IMAGE_TOKENS
             size = position - start
             if size and (size >= most_documents or tokens + tokens_of_text > most_tokens):
                 chunks.append(range(start, position))

@@ -20,6 +20,7 @@ from rerankit.eval.runner import (
     FIRST_STAGES,
     DenseSettings,
     FusionSettings,
+    check_rerankers,
     first_stage_runs,
     rerank_run,
     rerank_run_on_ray,
@@ -35,7 +36,11 @@ def register(commands: Any) -> None:
         epilog="Backend options and their types: rerankit info.",
     )
     parser.add_argument(
-        "data", type=Path, help="folder with corpus.jsonl, queries.jsonl, qrels.tsv"
+        "data",
+        type=Path,
+        help='folder with corpus.jsonl, queries.jsonl, qrels.tsv; a corpus line\'s "image" '
+        "(a path relative to the corpus file, or absolute) makes it an image document, which "
+        "rerankers that take images rank (first stages read its text)",
     )
     parser.add_argument(
         "--reranker",
@@ -141,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
     # Ray's latencies are amortised over actors: depth latencies are estimated from them too.
     timed = args.depth_timing_queries if analysis.depths and not args.ray else 0
     data = load_beir(args.data, max_queries=args.max_queries)
+    check_rerankers(data, rerankers, ray=bool(args.ray))  # image documents need image rerankers
     progress = not args.no_progress and sys.stderr.isatty()
     first_stages = first_stage_runs(
         data, stages, candidates=candidates, dense=dense, fusion=fusion, progress=progress
@@ -178,6 +184,8 @@ def run(args: argparse.Namespace) -> int:
         "seed": analysis.seed,
         "worst": analysis.worst,
         "rerankers": [{"name": n, **c.to_dict()} for n, c in rerankers.items()],
+        "image_documents": len(data.images),
+        "image_only_documents": data.image_only,  # first stages cannot retrieve these
     }
     report = build_report(data, systems, settings=settings, analysis=analysis)
     paths = write_outputs(report, args.out or Path("rerankit-eval") / data.name)

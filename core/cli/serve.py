@@ -1,4 +1,10 @@
-"""``rerankit serve``: a Jina/Cohere-compatible rerank server for one machine (uvicorn)."""
+"""``rerankit serve``: a Jina/Cohere-compatible rerank server for one machine (uvicorn).
+
+Image documents (``{"image": <base64, data URI or URL>, "text"?: ...}``) reach models that take
+images (``backend=vlm``, or ``backend=jina`` in front of a service that does); an image URL is
+downloaded only by a model built with ``--option fetch_images=true``. ``--max-body-bytes``
+bounds a request, ``--max-image-bytes`` each image in it.
+"""
 
 from __future__ import annotations
 
@@ -50,6 +56,12 @@ def register(commands: Any) -> None:
     parser.add_argument("--max-queue-pairs", type=int, default=8192)
     parser.add_argument("--max-documents", type=int, default=1000)
     parser.add_argument("--max-body-bytes", type=int, default=10 * 1024 * 1024)
+    parser.add_argument(
+        "--max-image-bytes",
+        type=int,
+        default=10 * 1024 * 1024,
+        help="bytes per image document, decoded (default 10 MiB; the body limit also applies)",
+    )
     parser.add_argument("--request-timeout", type=float, default=60.0)
     parser.add_argument("--api-key-env", help="require 'Authorization: Bearer $VAR' on /v1")
     parser.add_argument("--ray", action="store_true", help="serve with Ray Serve (extra 'ray')")
@@ -91,6 +103,7 @@ def serve_settings(args: argparse.Namespace) -> ServeSettings:
         max_queue_pairs=args.max_queue_pairs,
         max_documents=args.max_documents,
         max_body_bytes=args.max_body_bytes,
+        max_image_bytes=getattr(args, "max_image_bytes", 10 * 1024 * 1024),
         request_timeout_s=args.request_timeout,
         api_key_env=args.api_key_env,
     )

@@ -1,23 +1,57 @@
-"""BEIR-layout retrieval sets: ``corpus.jsonl``, ``queries.jsonl``, ``qrels.tsv``."""
+"""BEIR-layout retrieval sets: ``corpus.jsonl``, ``queries.jsonl``, ``qrels.tsv``.
+
+A corpus line may name an image (a page screenshot, a figure): ``"image": "pages/7.png"``, a
+path relative to the corpus file's folder or absolute (or an ``http(s)`` URL, kept as it is).
+That document is then ranked as ``Document(image=<resolved path>, text=<title + text>)``, by
+rerankers that take images; first stages (BM25, dense) still read its text only, so a document
+with an image and no title or text cannot be retrieved by them (one warning says how many).
+"""
 
 from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rerankit.errors import ConfigurationError
+from rerankit.images import URL
+from rerankit.types import Document
+
+logger = logging.getLogger("rerankit")
 
 
 @dataclass(frozen=True)
 class RetrievalSet:
-    """Documents, queries and graded relevance judgements (only queries with judgements)."""
+    """Documents, queries and graded relevance judgements (only queries with judgements).
+
+    ``corpus`` holds every document's text (title and text), what first stages index;
+    ``images`` the image of each image document (a resolved file path, or a URL), by id.
+    :meth:`documents` gives what a reranker ranks: the text, or a :class:`Document` with both.
+    """
 
     name: str
     corpus: dict[str, str]
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
+    images: dict[str, Path | str] = field(default_factory=dict)
+
+    def document(self, doc_id: str) -> str | Document:
+        """What a reranker ranks for ``doc_id``: its text, or an image :class:`Document`."""
+        image = self.images.get(doc_id)
+        text = self.corpus[doc_id]
+        return text if image is None else Document(text=text, id=doc_id, image=image)
+
+    def documents(self, ids: Iterable[str]) -> list[str | Document]:
+        """:meth:`document` for each of ``ids``, in order."""
+        return [self.document(doc_id) for doc_id in ids]
+
+    @property
+    def image_only(self) -> int:
+        """Image documents without a title or text: first stages cannot retrieve them."""
+        return sum(1 for doc_id in self.images if not self.corpus[doc_id].strip())
 
 
 def load_beir(folder: str | Path, *, max_queries: int | None = None) -> RetrievalSet:
@@ -28,12 +62,18 @@ def load_beir(folder: str | Path, *, max_queries: int | None = None) -> Retrieva
     ]
     if missing:
         raise ConfigurationError(f"{root} is not a BEIR folder: missing {missing}")
-    corpus = {}
-    with _followed(root / "corpus.jsonl").open(encoding="utf-8") as lines:
+    corpus: dict[str, str] = {}
+    images: dict[str, Path | str] = {}
+    corpus_file = _followed(root / "corpus.jsonl")
+    with corpus_file.open(encoding="utf-8") as lines:
         for line in lines:
             row = json.loads(line)
+            doc_id = str(row["_id"])
             title, text = row.get("title") or "", row.get("text") or ""
-            corpus[str(row["_id"])] = f"{title}. {text}" if title else text
+            corpus[doc_id] = f"{title}. {text}" if title else text
+            if row.get("image"):
+                images[doc_id] = _image(row["image"], corpus_file.resolve().parent, doc_id)
+    _check_images(images, corpus, corpus_file)
     qrels: dict[str, dict[str, int]] = {}
     with (root / "qrels.tsv").open(encoding="utf-8") as handle:
         reader = csv.reader(handle, delimiter="\t")
@@ -54,7 +94,41 @@ def load_beir(folder: str | Path, *, max_queries: int | None = None) -> Retrieva
         corpus=corpus,
         queries=queries,
         qrels={q: qrels[q] for q in queries},
+        images=images,
     )
+
+
+def _image(value: object, folder: Path, doc_id: str) -> Path | str:
+    """A corpus line's ``image``: a URL as it is, else its path resolved from ``folder``."""
+    if not isinstance(value, str):
+        raise ConfigurationError(
+            f"corpus.jsonl: document {doc_id!r} has an image that is not a path or URL "
+            f"({type(value).__name__})"
+        )
+    if URL.match(value.strip()):
+        return value.strip()
+    path = Path(value).expanduser()
+    return (path if path.is_absolute() else folder / path).resolve()
+
+
+def _check_images(images: dict[str, Path | str], corpus: dict[str, str], source: Path) -> None:
+    """Every image file must exist; image-only documents get one warning, with their count."""
+    missing = [d for d, image in images.items() if isinstance(image, Path) and not image.is_file()]
+    if missing:
+        examples = ", ".join(f"{d!r}: {str(images[d])!r}" for d in missing[:3])
+        raise ConfigurationError(
+            f"{source}: {len(missing)} of {len(images)} image files do not exist (relative paths "
+            f"are read from {source.resolve().parent}), e.g. {examples}"
+        )
+    image_only = sum(1 for d in images if not corpus[d].strip())
+    if image_only:
+        logger.warning(
+            "%s: %d of %d documents are images without a title or text; BM25 and dense first "
+            "stages read text only and cannot retrieve them (a run file can)",
+            source,
+            image_only,
+            len(corpus),
+        )
 
 
 def _followed(path: Path) -> Path:

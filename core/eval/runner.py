@@ -1,4 +1,9 @@
-"""Run first stages and rerankers over a retrieval set, timing every retrieval and reranking."""
+"""Run first stages and rerankers over a retrieval set, timing every retrieval and reranking.
+
+First stages read the documents' text (``RetrievalSet.corpus``); rerankers get what
+``RetrievalSet.documents`` gives, image documents (``Document(image=...)``) included, so an
+image corpus needs a reranker that takes images (:func:`check_rerankers` says so up front).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from rerankit.errors import ConfigurationError
 from rerankit.eval.data import RetrievalSet
 from rerankit.eval.dense import DenseRetriever
 from rerankit.eval.first_stage import BM25, Ranking, load_run, reciprocal_rank_fusion
+from rerankit.registry import canonical_name, infer_backend, load_backend_class
 from rerankit.reranker import Reranker, best_first
 
 FIRST_STAGES = ("bm25", "dense", "hybrid")  # any other name is a run file
@@ -235,14 +241,15 @@ def rerank_run(
         device=_device(reranker),
     )
     queries = list(data.queries.items())
-    if queries:  # warm-up, untimed: lazy initialisation and first-call costs
-        qid, query = queries[0]
-        reranker.score(query, [data.corpus[d] for d in candidates[qid][:2]] or [""])
     try:
+        if queries:  # warm-up, untimed: lazy initialisation and first-call costs
+            qid, query = queries[0]
+            reranker.score(query, data.documents(candidates[qid][:2]) or [""])
         for qid, query in tqdm(queries, desc=name, disable=not progress, leave=False):
             ids = candidates[qid]
+            documents = data.documents(ids)  # image documents are read when they are scored
             started = time.perf_counter()
-            ranked = reranker.rank(query, [data.corpus[d] for d in ids], top_k=len(ids) or None)
+            ranked = reranker.rank(query, documents, top_k=len(ids) or None)
             result.latencies_ms.append((time.perf_counter() - started) * 1000)
             result.pairs += len(ids)
             result.scores[qid] = {ids[item.index]: item.score for item in ranked}
@@ -275,9 +282,9 @@ def time_depths(
                 reranker.score(sample[0][1], ["an untimed warm-up passage"])
             latencies[depth] = []
             for qid, query in sample:
-                texts = [data.corpus[d] for d in candidates[qid][:depth]]
+                documents = data.documents(candidates[qid][:depth])
                 started = time.perf_counter()
-                reranker.rank(query, texts, top_k=len(texts) or None)
+                reranker.rank(query, documents, top_k=len(documents) or None)
                 latencies[depth].append((time.perf_counter() - started) * 1000)
     return latencies
 
@@ -291,7 +298,11 @@ def rerank_run_on_ray(
     first_stage: str = "BM25",
     actors: int = 2,
 ) -> SystemRun:
-    """Rerank every query with Ray Data actors; latencies are the amortised time per query."""
+    """Rerank every query with Ray Data actors; latencies are the amortised time per query.
+
+    Ray Data rows carry texts: a corpus with image documents is refused.
+    """
+    check_rerankers(data, {}, ray=True)
     import ray
 
     from rerankit.ray import rerank_dataset
@@ -318,6 +329,34 @@ def rerank_run_on_ray(
         result.latencies_ms.append(per_query)
         result.pairs += len(ids)
     return result
+
+
+def check_rerankers(
+    data: RetrievalSet, configs: dict[str, RerankerConfig], *, ray: bool = False
+) -> None:
+    """Refuse, before any work, rerankers of text only for a corpus with image documents.
+
+    Only the backend class is looked up (no model loads); a remote backend whose service cannot
+    take images (a text-only dialect) says so on its untimed warm-up call. Reranking on Ray
+    Data (``ray``) passes texts only, so it is refused for such a corpus too.
+    """
+    if not data.images:
+        return
+    if ray:
+        raise ConfigurationError(
+            f"{data.name} has {len(data.images)} image documents and reranking on Ray Data "
+            "passes texts only; run without --ray to rank the images"
+        )
+    for name, config in configs.items():
+        backend = infer_backend(config.model) if config.backend is None else config.backend
+        backend_class = load_backend_class(canonical_name(backend))
+        if not backend_class.accepts_images:
+            raise ConfigurationError(
+                f"{data.name} has {len(data.images)} image documents and reranker {name!r} "
+                f"(backend {backend_class.name!r}) ranks text only; use a backend that takes "
+                "images (backend=vlm, or backend=jina with jina-reranker-m0), or drop the "
+                "corpus's image fields to rerank the text alone"
+            )
 
 
 def reranked(

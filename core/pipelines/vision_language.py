@@ -11,7 +11,7 @@ repeated once per merged patch; ``pixel_values``, ``image_grid_thw`` and the mul
 types go to the model. Then it
 
 1. renders each (query, document) prompt once, counting image tokens from the image's header
-   (an image is decoded only when its batch runs, and once per call however often it appears);
+   (an image is decoded only when its batch runs, once however many of its rows show it);
 2. caps the query at ``max_query_length`` tokens and the document text to fit ``max_length``
    text tokens (image tokens come on top; truncations are counted);
 3. groups pairs into length-sorted batches under ``batch_size`` and ``max_batch_tokens`` (image
@@ -157,13 +157,14 @@ class VisionLanguagePipeline:
         self.image_pad_id = _token_id(tokenizer, IMAGE_PAD, name)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         size = dict(image_processor.size)
-        self.min_pixels = min_pixels or size.get("shortest_edge")
-        self.max_pixels = max_pixels or size.get("longest_edge")
-        if not self.min_pixels or not self.max_pixels or self.min_pixels > self.max_pixels:
+        smallest = min_pixels or size.get("shortest_edge")
+        largest = max_pixels or size.get("longest_edge")
+        if not smallest or not largest or smallest > largest:
             raise ConfigurationError(
-                f"{name!r}: min_pixels={self.min_pixels} and max_pixels={self.max_pixels} must be "
-                "set and min_pixels <= max_pixels"
+                f"{name!r}: min_pixels={smallest} and max_pixels={largest} must be set and "
+                "min_pixels <= max_pixels"
             )
+        self.min_pixels, self.max_pixels = int(smallest), int(largest)
         self.merge = int(image_processor.merge_size)
         self.patch = int(image_processor.patch_size)
         rendered = ""
@@ -282,20 +283,7 @@ class VisionLanguagePipeline:
         inputs: dict[str, Any] = {}
         keys = [row.image for row in rows if row.image is not None]
         if keys:
-            processed = self.image_processor(
-                images=[images[key].decode(self.image_policy) for key in keys],
-                size={"shortest_edge": self.min_pixels, "longest_edge": self.max_pixels},
-                return_tensors="pt",
-            )
-            grid = processed["image_grid_thw"]
-            expected = [self._image_tokens(images[key].size) for key in keys]
-            if [int(t) for t in grid.prod(dim=1) // self.merge**2] != expected:
-                raise BackendError(
-                    f"{self.name!r}: the image processor resized images to {grid.tolist()}, "
-                    "not to the sizes their prompts were built for"
-                )
-            inputs["pixel_values"] = processed["pixel_values"].to(self.device, self.dtype)
-            inputs["image_grid_thw"] = grid.to(self.device)
+            inputs = self._pixels(keys, images)
         input_ids = input_ids.to(self.device)
         attention_mask = attention_mask.to(self.device)
         token_types = token_types.to(self.device)
@@ -330,6 +318,32 @@ class VisionLanguagePipeline:
                 scores = self.score_head(hidden).float().reshape(-1) - self.family.bias
         result: np.ndarray = scores.cpu().numpy().astype(np.float64)
         return result
+
+    def _pixels(self, keys: list[Any], images: Mapping[Any, _Image]) -> dict[str, torch.Tensor]:
+        """``pixel_values`` and ``image_grid_thw`` of a batch's images, in row order.
+
+        Each distinct image is decoded and processed once, however many rows show it.
+        """
+        unique = list(dict.fromkeys(keys))
+        processed = self.image_processor(
+            images=[images[key].decode(self.image_policy) for key in unique],
+            size={"shortest_edge": self.min_pixels, "longest_edge": self.max_pixels},
+            return_tensors="pt",
+        )
+        grids = processed["image_grid_thw"]
+        expected = [self._image_tokens(images[key].size) for key in unique]
+        if [int(t) for t in grids.prod(dim=1) // self.merge**2] != expected:
+            raise BackendError(
+                f"{self.name!r}: the image processor resized images to {grids.tolist()}, not to "
+                "the sizes their prompts were built for"
+            )
+        patches = processed["pixel_values"].split(grids.prod(dim=1).tolist())
+        where = {key: i for i, key in enumerate(unique)}
+        order = [where[key] for key in keys]
+        return {
+            "pixel_values": torch.cat([patches[i] for i in order]).to(self.device, self.dtype),
+            "image_grid_thw": grids[order].to(self.device),
+        }
 
     def _rope_model(self) -> Any:
         """The module that computes multimodal RoPE positions (the inner ``...VLModel``)."""
@@ -537,7 +551,9 @@ def load_vision_language(
     processor_source = options["processor"] or _processor_source(config.model, base, hub)
     try:
         tokenizer = AutoTokenizer.from_pretrained(processor_source, **hub)
-        image_processor = AutoImageProcessor.from_pretrained(processor_source, backend="pil", **hub)
+        image_processor = AutoImageProcessor.from_pretrained(  # type: ignore[no-untyped-call]
+            processor_source, backend="pil", **hub
+        )
     except (OSError, ValueError, ImportError) as exc:
         raise _load_error(processor_source, exc) from exc
     answer_ids = [_token_id(tokenizer, answer, config.model) for answer in family.answers]
@@ -615,15 +631,27 @@ def _adapter_config(model: str, hub: Mapping[str, Any]) -> dict[str, Any] | None
 
 
 def _with_adapter(model: Any, adapter: str, hub: Mapping[str, Any]) -> Any:
-    """``model`` with the LoRA adapter ``adapter`` applied and merged into its weights."""
-    peft = require("peft", extra="vlm", purpose=f"Loading the LoRA adapter {adapter!r}")
+    """``model`` with the LoRA adapter ``adapter`` applied; an error if any weight is left out.
+
+    transformers' PEFT integration maps adapters saved under older layouts of the model's
+    weights (MonoQwen2-VL's ``model.layers.*``), which ``peft.PeftModel`` would silently skip.
+    """
+    require("peft", extra="vlm", purpose=f"Loading the LoRA adapter {adapter!r}")
     try:
-        adapted = peft.PeftModel.from_pretrained(
-            model, adapter, revision=hub["revision"], cache_dir=hub["cache_dir"]
+        report = model.load_adapter(
+            adapter, adapter_kwargs={"revision": hub["revision"], "cache_dir": hub["cache_dir"]}
         )
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise _load_error(adapter, exc) from exc
-    return adapted.merge_and_unload()
+    unused = sorted(getattr(report, "unexpected_keys", None) or [])
+    mismatched = list(getattr(report, "mismatched_keys", None) or [])
+    if unused or mismatched:
+        raise ConfigurationError(
+            f"the LoRA adapter {adapter!r} does not fit its base model: weights "
+            f"{(unused + [str(m) for m in mismatched])[:5]} have no place in it; is "
+            "base_model_name_or_path in its adapter_config.json the model it was trained on?"
+        )
+    return model
 
 
 def _score_head(base: str, prefix: str, hub: Mapping[str, Any], dtype: torch.dtype) -> Any:

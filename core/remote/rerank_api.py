@@ -23,6 +23,15 @@ jina       ``relevance_score`` as returned        refused: the Jina API has no r
                                                   returns a cosine in [-1, 1], the jina-colbert
                                                   models a late-interaction sum)
 =========  =====================================  ==========================================
+
+Image documents: only the ``jina`` dialect sends them (the Jina API ranks them with
+jina-reranker-m0; ``rerankit serve`` speaks the same shape). A call that holds one sends every
+document of that call as an object, in input order: ``{"image": <http(s) URL as given, or raw
+base64 without a data: prefix>, "text": <caption>}`` (``"text"`` only when the document has
+text) for an image, ``{"text": ...}`` for a text document; a call without images sends plain
+strings, as before. The other dialects send text only, and :meth:`Dialect.check_images` refuses
+image documents before anything is sent (vLLM takes images for some models, but in its own
+``content`` shape, which rerankit does not speak).
 """
 
 from __future__ import annotations
@@ -32,7 +41,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rerankit.errors import InvalidResponseError
+from rerankit.errors import InvalidInputError, InvalidResponseError
+
+# One document on the wire: a text, or an object (``{"text": ...}``, ``{"image": ..., ...}``).
+WireDocument = str | dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +67,27 @@ class Dialect:
     raw_scores_field: str | None = None
     # Without raw scores: whether the service documents its score as a probability in [0, 1].
     relevance_is_probability: bool = False
+    # Takes image documents as ``{"image": URL or raw base64, "text"?: ...}`` (the Jina shape).
+    takes_images: bool = False
 
     def body(
-        self, model: str, query: str, documents: Sequence[str], *, normalize: bool
+        self,
+        model: str,
+        query: str,
+        documents: Sequence[str],
+        *,
+        normalize: bool,
+        images: Sequence[str | None] | None = None,
     ) -> dict[str, Any]:
-        """The JSON body asking for a score for every document (raw unless ``normalize``)."""
-        body: dict[str, Any] = {"query": query, self.documents_field: list(documents)}
+        """The JSON body asking for a score for every document (raw unless ``normalize``).
+
+        ``images`` holds, per document, its image as sent (a URL or raw base64) or None for a
+        text document; with any image, every document goes as an object (see the module).
+        """
+        body: dict[str, Any] = {
+            "query": query,
+            self.documents_field: self.wire_documents(documents, images),
+        }
         if self.sends_model:
             body["model"] = model
         if self.top_n_field is not None:
@@ -69,6 +96,33 @@ class Dialect:
             body[self.raw_scores_field] = not normalize
         body.update(self.extra_body)
         return body
+
+    def wire_documents(
+        self, documents: Sequence[str], images: Sequence[str | None] | None = None
+    ) -> list[WireDocument]:
+        """The documents as the service takes them: plain strings unless one is an image."""
+        if images is None or all(image is None for image in images):
+            return list(documents)
+        self.check_images(next(i for i, image in enumerate(images) if image is not None))
+        return [
+            {"text": text}
+            if image is None
+            else ({"image": image, "text": text} if text else {"image": image})
+            for text, image in zip(documents, images, strict=True)
+        ]
+
+    def check_images(self, position: int) -> None:
+        """Raise :class:`InvalidInputError` if this dialect cannot send image documents.
+
+        ``position`` is the first image document's, for the message.
+        """
+        if not self.takes_images:
+            raise InvalidInputError(
+                f"documents[{position}] is an image document and the {self.name!r} dialect "
+                "sends text documents only; image documents need dialect='jina' (the Jina API "
+                "with jina-reranker-m0, or a server that speaks its shape such as rerankit "
+                "serve), or rank the image's caption or OCR as text"
+            )
 
     def scale(self, normalize: bool) -> str | None:
         """What the scores are (see ``rerankit.backends.base.SCALES``); None: not available."""
@@ -144,6 +198,7 @@ DIALECTS: dict[str, Dialect] = {
             api_key_env="JINA_API_KEY",
             usage_fields={"total_tokens": ("usage", "total_tokens")},
             extra_body={"return_documents": False},
+            takes_images=True,  # jina-reranker-m0
         ),
         Dialect(  # infinity returns `document` as a plain string when asked for documents
             name="infinity",

@@ -6,12 +6,32 @@ are (``"logit"``, ``"probability"``, ...; ``RankResult.scale``). For a listwise 
 is ``"rank"`` and ``relevance_score`` is rank-derived: ``len(documents)`` for the first
 document down to 1, an order, not a score to compare across requests. Every response carries an
 ``X-Request-ID`` (the client's, when it is a plain token); a 500 tells the client only that id,
-and the log holds the error under it. 4xx, 502 and 503 answers keep rerankit's typed message."""
+and the log holds the error under it. 4xx, 502 and 503 answers keep rerankit's typed message.
+
+Documents are strings, ``{"text": ...}`` objects, or image documents ``{"image": ..., "text":
+...}`` (``text``, a caption or OCR, is optional), as the Jina API takes them for
+jina-reranker-m0. ``image`` is raw base64 or a ``data:image/...;base64,`` URI, decoded here, or
+an ``http(s)`` URL, handed to the reranker as it is: a reranker built with ``fetch_images=True``
+downloads it, a remote one passes it on to its service, any other refuses it (422). Nothing
+else is an image here: a file path is never read from the server's disk. A model that ranks
+text only answers image documents with 422 naming the document; so does an image that is not
+valid base64 or cannot be decoded, and one over ``max_image_bytes`` (decoded) gets 413. Image
+documents are ranked exactly as ``Reranker.rank`` ranks ``Document(image=<the decoded bytes or
+the URL>, text=...)`` in-process.
+
+With ``return_documents`` a result's ``document`` is ``{"text": ...}`` for a text document, as
+before. For an image document it is ``{"text": <its text, "" without>, "image": <the URL>}``
+when the image was a URL, and ``{"text": ..., "image_bytes": <decoded size>}`` when it was sent
+inline: the client has the image, and echoing megabytes of base64 would only slow the answer.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hmac
+import io
 import logging
 import os
 import time
@@ -29,8 +49,10 @@ from rerankit.errors import (
     RerankitError,
     ServiceUnavailableError,
 )
-from rerankit.reranker import Reranker
+from rerankit.images import DATA_URI, URL
+from rerankit.reranker import DocumentInput, Reranker
 from rerankit.serve.batcher import MicroBatcher, QueueFullError
+from rerankit.types import Document
 
 try:
     from fastapi import FastAPI, Request
@@ -44,7 +66,7 @@ try:
         Histogram,
         generate_latest,
     )
-    from pydantic import BaseModel, ConfigDict, Field
+    from pydantic import BaseModel, ConfigDict, Field, model_validator
 
     from rerankit.serve.limits import BodySizeLimit, RequestId
 except ImportError as exc:
@@ -63,6 +85,7 @@ class ServeSettings:
     max_queue_pairs: int = 8192
     max_documents: int = 1000
     max_body_bytes: int = 10 * 1024 * 1024
+    max_image_bytes: int = 10 * 1024 * 1024  # per image document, decoded
     request_timeout_s: float = 60.0
     api_key_env: str | None = None
     retry_after_s: int = 1
@@ -73,6 +96,7 @@ class ServeSettings:
             "max_queue_pairs",
             "max_documents",
             "max_body_bytes",
+            "max_image_bytes",
             "retry_after_s",
         ):
             if not is_positive_int(getattr(self, name)):
@@ -87,8 +111,19 @@ class ServeSettings:
             )
 
 
-class TextDocument(BaseModel):
-    text: str
+class DocumentObject(BaseModel):
+    """``{"text": ...}`` or an image document ``{"image": ..., "text"?: ...}``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    text: str | None = None
+    image: str | None = None
+
+    @model_validator(mode="after")
+    def _text_or_image(self) -> DocumentObject:
+        if self.text is None and self.image is None:
+            raise ValueError("a document object needs 'text' or 'image'")
+        return self
 
 
 class RerankRequest(BaseModel):
@@ -98,7 +133,7 @@ class RerankRequest(BaseModel):
 
     model: str | None = None
     query: str
-    documents: list[str | TextDocument]
+    documents: list[str | DocumentObject]
     top_n: int | None = Field(default=None, gt=0, strict=True)
     return_documents: bool | None = None  # unset: Jina's default (true) on /v1, false on /v2
 
@@ -231,16 +266,24 @@ def create_app(rerankers: Mapping[str, Reranker], settings: ServeSettings | None
         )
         if name not in rerankers:
             return _error(404, f"unknown model {name!r}; available: {sorted(rerankers)}")
-        texts = [d if isinstance(d, str) else d.text for d in body.documents]
-        if len(texts) > settings.max_documents:
+        if len(body.documents) > settings.max_documents:
             metrics.requests.labels(name, "413").inc()
             return _error(
-                413, f"{len(texts)} documents; at most {settings.max_documents} per request"
+                413,
+                f"{len(body.documents)} documents; at most {settings.max_documents} per request",
             )
+        try:
+            documents, echoes = _documents(body.documents, settings.max_image_bytes)
+        except _ImageTooLarge as exc:
+            metrics.requests.labels(name, "413").inc()
+            return _error(413, str(exc))
+        except InvalidInputError as exc:
+            metrics.requests.labels(name, "422").inc()
+            return _error(422, f"{type(exc).__name__}: {exc}")
         started = time.perf_counter()
         try:
             ranked = await asyncio.wait_for(
-                batchers[name].submit(body.query, texts, body.top_n),
+                batchers[name].submit(body.query, documents, body.top_n),
                 timeout=settings.request_timeout_s,
             )
         except QueueFullError as exc:
@@ -272,10 +315,10 @@ def create_app(rerankers: Mapping[str, Reranker], settings: ServeSettings | None
         for item in ranked[: body.top_n]:
             result: dict[str, Any] = {"index": item.index, "relevance_score": item.score}
             if return_documents:
-                result["document"] = {"text": texts[item.index]}
+                result["document"] = echoes[item.index]
             results.append(result)
         metrics.requests.labels(name, "200").inc()
-        metrics.pairs.labels(name).inc(len(texts))
+        metrics.pairs.labels(name).inc(len(documents))
         metrics.latency.labels(name).observe(time.perf_counter() - started)
         tokens = int(ranked.usage.get("total_tokens", 0))
         return JSONResponse(
@@ -288,6 +331,87 @@ def create_app(rerankers: Mapping[str, Reranker], settings: ServeSettings | None
         )
 
     return app
+
+
+class _ImageTooLarge(InvalidInputError):
+    """An image document over ``max_image_bytes`` (HTTP 413)."""
+
+
+def _documents(
+    given: list[str | DocumentObject], max_image_bytes: int
+) -> tuple[list[DocumentInput], list[dict[str, Any]]]:
+    """The request's documents as the reranker takes them, and what ``return_documents`` echoes.
+
+    Text documents stay strings; image documents become :class:`Document` with the image
+    decoded to bytes (base64, data URI) or kept as its URL.
+    """
+    documents: list[DocumentInput] = []
+    echoes: list[dict[str, Any]] = []
+    for position, doc in enumerate(given):
+        if isinstance(doc, str) or doc.image is None:
+            text = doc if isinstance(doc, str) else doc.text or ""
+            documents.append(text)
+            echoes.append({"text": text})
+            continue
+        text = doc.text or ""
+        image = _image(doc.image, f"documents[{position}].image", max_image_bytes)
+        documents.append(Document(text=text, image=image))
+        if isinstance(image, str):
+            echoes.append({"text": text, "image": image})
+        else:
+            echoes.append({"text": text, "image_bytes": len(image)})
+    return documents, echoes
+
+
+def _image(value: str, where: str, max_bytes: int) -> str | bytes:
+    """An image document's ``image``: its URL as given, or its decoded and checked bytes."""
+    value = value.strip()
+    if not value:
+        raise InvalidInputError(f"{where} is empty; send base64, a data URI or an http(s) URL")
+    if URL.match(value):
+        return value
+    encoded = "".join((value.split(",", 1)[1] if DATA_URI.match(value) else value).split())
+    if len(encoded) > (max_bytes + 2) // 3 * 4:  # refused before anything is decoded
+        raise _ImageTooLarge(
+            f"{where} is about {len(encoded) * 3 // 4} bytes, over the {max_bytes}-byte limit "
+            "of this server"
+        )
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInputError(
+            f"{where} is not an http(s) URL, a data URI or valid base64 image data "
+            f"({len(value)} characters); send the image file base64-encoded"
+        ) from None
+    if not data:
+        raise InvalidInputError(f"{where} holds no image data")
+    if len(data) > max_bytes:
+        raise _ImageTooLarge(
+            f"{where} is {len(data)} bytes, over the {max_bytes}-byte limit of this server"
+        )
+    _check_decodable(data, where)
+    return data
+
+
+def _check_decodable(data: bytes, where: str) -> None:
+    """Refuse data that is no image file Pillow knows (its header only; pixels stay encoded).
+
+    Without Pillow (the ``vlm`` extra) the reranker, or its service, decides.
+    """
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        return
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.size  # noqa: B018  (opening reads the header: format and size)
+    except Image.DecompressionBombError as exc:
+        raise InvalidInputError(f"{where} has too many pixels: {exc}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise InvalidInputError(
+            f"{where} is {len(data)} bytes that are not an image ({type(exc).__name__}); send "
+            "a PNG, JPEG, WebP, GIF, BMP or TIFF file, base64-encoded"
+        ) from None
 
 
 def _recorder(metrics: _Metrics, name: str) -> Any:

@@ -11,6 +11,11 @@ would only queue them behind the same dead upstream. Any other failure is retrie
 a time, so a request that cannot be scored fails alone. The queue is bounded in pairs: beyond
 ``max_queue_pairs`` a request is refused at once (:class:`QueueFullError`, HTTP 429) instead of
 waiting without bound.
+
+A request's documents are what :meth:`Reranker.rank` takes: strings, and
+:class:`~rerankit.Document` objects (image documents too); they reach the reranker as given, so
+a merged batch ranks each request exactly as ranking it alone would. A pair is a (query,
+document) pair whatever the document holds.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from rerankit.errors import RerankitError, ServiceUnavailableError
-from rerankit.reranker import Reranker
+from rerankit.reranker import DocumentInput, Reranker
 from rerankit.types import RankResult
 
 
@@ -32,7 +37,7 @@ class QueueFullError(RerankitError):
 @dataclass
 class _Pending:
     query: str
-    texts: Sequence[str]
+    texts: Sequence[DocumentInput]  # strings and Documents (image documents too)
     future: asyncio.Future[RankResult]
     top_k: int | None = None
     enqueued: float = field(default_factory=time.perf_counter)
@@ -75,9 +80,10 @@ class MicroBatcher:
         self._worker = None
 
     async def submit(
-        self, query: str, texts: Sequence[str], top_k: int | None = None
+        self, query: str, texts: Sequence[DocumentInput], top_k: int | None = None
     ) -> RankResult:
-        """``texts`` ranked for ``query``, or :class:`QueueFullError` when the queue is full.
+        """``texts`` (strings or :class:`~rerankit.Document`, image documents too) ranked for
+        ``query``, or :class:`QueueFullError` when the queue is full.
 
         ``top_k`` keeps the best ``top_k``; a batch whose requests all keep the same number
         passes it on as the backend's hint (a listwise backend then orders fewer windows).

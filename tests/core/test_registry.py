@@ -117,18 +117,17 @@ def test_listwise_folders_are_causal_lms_named_so(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("model", "kind"),
-    [
-        ("jinaai/jina-reranker-m0", "vision-language"),
-        ("lightonai/MonoQwen2-VL-v0.1", "vision-language"),
-    ],
+    "model",
+    ["jinaai/jina-reranker-m0", "lightonai/MonoQwen2-VL-v0.1", "Qwen/Qwen3-VL-Reranker-2B"],
 )
-def test_generative_rerankers_without_a_backend_are_refused(model: str, kind: str) -> None:
+def test_vision_language_rerankers_get_the_vlm_backend(model: str) -> None:
     """Never handed to the cross-encoder, which would give them a random head."""
-    with pytest.raises(UnknownBackendError, match=f"{kind}.*randomly initialised head"):
-        infer_backend(model)
-    with pytest.raises(UnknownBackendError, match="randomly initialised head"):
-        Reranker(model)
+    assert infer_backend(model) == "vlm"
+
+
+def test_the_bare_m0_name_is_the_jina_api_and_a_hub_id_runs_here() -> None:
+    assert infer_backend("jina-reranker-m0") == "jina"
+    assert infer_backend("jinaai/jina-reranker-m0") == "vlm"
 
 
 @pytest.mark.parametrize(
@@ -149,16 +148,26 @@ def test_generative_folders_get_their_backends(
     assert infer_backend(str(folder)) == backend
 
 
-def test_vision_language_folders_are_refused(tmp_path: Path) -> None:
-    config = json.dumps({"architectures": ["Qwen2VLForConditionalGeneration"]})
-    folder = _folder(tmp_path, "some-reranker", config__json=config)
-    with pytest.raises(UnknownBackendError, match="vision-language"):
-        infer_backend(str(folder))
+@pytest.mark.parametrize(
+    "architecture", ["Qwen2VLForConditionalGeneration", "Qwen3VLForConditionalGeneration"]
+)
+def test_vision_language_folders_get_the_vlm_backend(tmp_path: Path, architecture: str) -> None:
+    config = json.dumps({"architectures": [architecture]})
+    assert infer_backend(str(_folder(tmp_path, "some-reranker", config__json=config))) == "vlm"
 
 
-def test_refused_kinds_are_not_backend_names() -> None:
-    with pytest.raises(UnknownBackendError, match=r"vision-language .*: not supported yet"):
-        canonical_name("vlm")
+def test_a_lora_adapter_folder_is_what_its_base_is(tmp_path: Path) -> None:
+    adapter = json.dumps({"base_model_name_or_path": "Qwen/Qwen2-VL-2B-Instruct"})
+    folder = _folder(tmp_path, "my-adapter", adapter_config__json=adapter)
+    with pytest.raises(UnknownBackendError, match="cannot tell"):
+        infer_backend(str(folder))  # the base's name says nothing; backend="vlm" says it
+    adapter = json.dumps({"base_model_name_or_path": "lightonai/MonoQwen2-VL-v0.1"})
+    folder = _folder(tmp_path, "other-adapter", adapter_config__json=adapter)
+    assert infer_backend(str(folder)) == "vlm"
+
+
+def test_generative_kinds_are_backend_names() -> None:
+    assert canonical_name("vlm") == "vlm"
     assert canonical_name("causal-lm") == "llm"
     assert canonical_name("monot5") == "t5"
 
@@ -220,11 +229,10 @@ def test_an_existing_path_named_exactly_like_an_api_model_runs_here(
 def test_inference_never_picks_a_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
     from rerankit import registry
 
-    squatter = registry.BackendSpec("vlm", "evil", "Remote", "", (), plugin="evil-plugin")
-    monkeypatch.setattr(registry, "_plugins", lambda: {"vlm": squatter})
-    assert "vlm" in registry.available()
-    with pytest.raises(UnknownBackendError, match="is refused"):
-        infer_backend("jinaai/jina-reranker-m0")
+    squatter = registry.BackendSpec("rerank", "evil", "Remote", "", (), plugin="evil-plugin")
+    monkeypatch.setattr(registry, "_plugins", lambda: {"rerank": squatter})
+    assert "rerank" in registry.available()
+    assert infer_backend("someone/my-reranker") == "cross-encoder"
 
 
 def test_listwise_hint_in_a_parent_folder(tmp_path: Path) -> None:
