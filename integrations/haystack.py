@@ -9,18 +9,32 @@ listwise backend (scale ``"rank"``) it is rank-derived: ``len(documents)`` for t
 to 1, an order rather than a relevance.
 Pipelines that use it load from YAML with the rerankit module allow-listed:
 ``Pipeline.loads(yaml_text, allowed_modules=["rerankit.*"])``.
+
+Image documents are ranked as images, with their ``content`` (a caption, OCR; ``None`` is
+``""``) beside the image. A document is an image document when its ``blob`` is an image (MIME
+type ``image/...``, or none and image bytes), or when ``meta["file_path"]`` (the key is
+``file_path_meta_field``) names an image file, as ``ImageFileToDocument`` writes it; relative
+paths resolve under ``root_path`` when it is set, and may not leave it. A document whose
+``content`` is ``None`` and whose blob or file is not an image raises
+:class:`~rerankit.errors.InvalidInputError`, as do image documents given to a reranker that ranks
+text only. Other documents (``PyPDFToDocument``'s, with ``file_path`` ``"x.pdf"``) are text.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import mimetypes
+from pathlib import Path
 from typing import Any
 
 from rerankit.config import ADAPTER_SETTINGS, RerankerConfig, resolve_config
-from rerankit.errors import MissingDependencyError
+from rerankit.errors import InvalidInputError, MissingDependencyError
+from rerankit.images import ImageSource
+from rerankit.integrations._images import is_image_mime, looks_like_image
 from rerankit.reranker import Reranker
 from rerankit.secrets import Secret as RerankitSecret
 from rerankit.types import SCORE_SCALE_KEY, RankResult
+from rerankit.types import Document as RerankitDocument
 
 try:
     from haystack import Document, component, default_from_dict, default_to_dict
@@ -36,6 +50,14 @@ class RerankitRanker:
     Give a ready ``reranker`` (not serialisable), a ``config`` (``RerankerConfig`` or its dict),
     or the settings (``model``, ``backend``, ...). Every parameter round-trips through
     ``to_dict`` / ``from_dict``; ``api_key`` is a Haystack ``Secret``.
+
+    ``file_path_meta_field`` is the metadata key that names a document's image file (``None``:
+    never read images from files; blobs still count), and ``root_path`` the folder that
+    relative file paths resolve under, as in Haystack's ``DocumentToImageContent``. Set
+    ``root_path`` when metadata may come from untrusted input: paths that leave it are refused.
+    Documents whose ``content`` was extracted from an image file (``LLMDocumentContentExtractor``
+    keeps its ``file_path``) are image documents too; to rank them by that text with a text-only
+    reranker, pass ``file_path_meta_field=None``.
     """
 
     def __init__(
@@ -52,6 +74,8 @@ class RerankitRanker:
         score_threshold: float | None = None,
         api_key: Secret | None = None,
         options: dict[str, Any] | None = None,
+        file_path_meta_field: str | None = "file_path",
+        root_path: str | None = None,
         reranker: Reranker | None = None,
     ) -> None:
         if top_k is not None and top_k <= 0:
@@ -67,6 +91,8 @@ class RerankitRanker:
         self.score_threshold = score_threshold
         self.api_key = api_key
         self.options = options
+        self.file_path_meta_field = file_path_meta_field
+        self.root_path = root_path
         self._reranker = reranker
         # Fail on a bad configuration now, not at warm-up.
         self._config = reranker.config if reranker is not None else self._resolve_config()
@@ -91,8 +117,8 @@ class RerankitRanker:
         score_threshold: float | None = None,
     ) -> dict[str, list[Document]]:
         """Return ``documents`` sorted by relevance, with ``score`` set, at most ``top_k``."""
-        reranker, texts, top_k, score_threshold = self._prepare(documents, top_k, score_threshold)
-        result = reranker.rank(query, texts, top_k=top_k, score_threshold=score_threshold)
+        reranker, inputs, top_k, score_threshold = self._prepare(documents, top_k, score_threshold)
+        result = reranker.rank(query, inputs, top_k=top_k, score_threshold=score_threshold)
         return {"documents": _to_documents(documents, result)}
 
     @component.output_types(documents=list[Document])
@@ -104,8 +130,8 @@ class RerankitRanker:
         score_threshold: float | None = None,
     ) -> dict[str, list[Document]]:
         """Async :meth:`run`; does not block the event loop."""
-        reranker, texts, top_k, score_threshold = self._prepare(documents, top_k, score_threshold)
-        result = await reranker.arank(query, texts, top_k=top_k, score_threshold=score_threshold)
+        reranker, inputs, top_k, score_threshold = self._prepare(documents, top_k, score_threshold)
+        result = await reranker.arank(query, inputs, top_k=top_k, score_threshold=score_threshold)
         return {"documents": _to_documents(documents, result)}
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,6 +149,8 @@ class RerankitRanker:
             score_threshold=self.score_threshold,
             api_key=self.api_key.to_dict() if self.api_key is not None else None,
             options=self.options,
+            file_path_meta_field=self.file_path_meta_field,
+            root_path=self.root_path,
         )
 
     @classmethod
@@ -134,15 +162,60 @@ class RerankitRanker:
 
     def _prepare(
         self, documents: list[Document], top_k: int | None, score_threshold: float | None
-    ) -> tuple[Reranker, list[str], int | None, float | None]:
+    ) -> tuple[Reranker, list[str | RerankitDocument], int | None, float | None]:
         top_k = self.top_k if top_k is None else top_k
         if top_k is not None and top_k <= 0:
             raise ValueError(f"top_k must be > 0, but got {top_k}")
+        inputs = [self._input(doc, position) for position, doc in enumerate(documents)]
         self.warm_up()
         assert self._reranker is not None
-        texts = [doc.content or "" for doc in documents]
         threshold = self.score_threshold if score_threshold is None else score_threshold
-        return self._reranker, texts, top_k, threshold
+        return self._reranker, inputs, top_k, threshold
+
+    def _input(self, doc: Document, position: int) -> str | RerankitDocument:
+        """What rerankit ranks for ``doc``: its content, as an image document if it has an image."""
+        text = doc.content or ""
+        image = self._image(doc, f"documents[{position}] (id {doc.id!r})")
+        return text if image is None else RerankitDocument(text=text, image=image)
+
+    def _image(self, doc: Document, what: str) -> ImageSource | None:
+        """``doc``'s image: its blob's bytes or its image file, else ``None`` (a text document)."""
+        if doc.blob is not None:
+            mime = doc.blob.mime_type
+            if is_image_mime(mime) or (not mime and looks_like_image(doc.blob.data)):
+                return doc.blob.data
+            if doc.content is None:
+                kind = f"MIME type {mime!r}" if mime else "no MIME type and no image data"
+                raise InvalidInputError(
+                    f"{what} has no content and its blob ({kind}) is not an image; rerankit "
+                    "ranks image and text documents, so convert it to either first"
+                )
+        field = self.file_path_meta_field
+        file_path = None if field is None else doc.meta.get(field)
+        if file_path is None or file_path == "":
+            return None
+        path = Path(self.root_path or "", str(file_path))
+        mime = doc.meta.get("mime_type") or mimetypes.guess_type(path.name)[0]
+        if is_image_mime(mime) or (mime is None and doc.content is None):
+            return self._contained(path, what)
+        if doc.content is None:
+            raise InvalidInputError(
+                f"{what} has no content and its file {str(file_path)!r} (meta[{field!r}]) is "
+                f"{mime!r}, not an image; rerankit ranks image and text documents, so convert "
+                "it to either first (PDF pages to images, for instance)"
+            )
+        return None
+
+    def _contained(self, path: Path, what: str) -> Path:
+        """``path``, checked to stay inside ``root_path`` when that is set."""
+        if self.root_path:
+            root = Path(self.root_path).resolve()
+            if not path.resolve().is_relative_to(root):
+                raise InvalidInputError(
+                    f"{what} names the image file {str(path)!r}, outside root_path "
+                    f"{self.root_path!r}; file paths in metadata must stay inside it"
+                )
+        return path
 
     def _resolve_config(self) -> RerankerConfig:
         settings = {name: getattr(self, name) for name in ADAPTER_SETTINGS}

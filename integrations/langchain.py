@@ -9,6 +9,12 @@ as an LCEL step. Scores land in ``metadata["relevance_score"]`` of new documents
 are (``"logit"``, ``"probability"``, ``"rank"``, ...) in ``metadata["rerank_score_scale"]``.
 With a listwise backend (``"rank"``) the score is rank-derived: ``len(documents)`` for the
 first document down to 1, an order rather than a relevance.
+
+Image documents: a document whose ``metadata["image"]`` (the key is ``image_key``) holds a file
+path, an ``http(s)`` URL, base64, a data URI, bytes or a PIL image is ranked as that image, with
+its ``page_content`` (a caption, OCR, may be ``""``) as its text. Only rerankers that take images
+(``backend="vlm"``, the Jina API with jina-reranker-m0) rank them; the others raise
+:class:`~rerankit.errors.InvalidInputError`. A URL is fetched only where the reranker allows it.
 """
 
 from __future__ import annotations
@@ -18,9 +24,11 @@ from typing import Any
 
 from rerankit.config import ADAPTER_SETTINGS, RerankerConfig, resolve_config
 from rerankit.errors import MissingDependencyError
+from rerankit.images import check_source
 from rerankit.reranker import Reranker
 from rerankit.secrets import Secret
 from rerankit.types import SCORE_SCALE_KEY, RankResult
+from rerankit.types import Document as RerankitDocument
 
 try:
     from langchain_core.callbacks import Callbacks
@@ -37,6 +45,7 @@ class RerankitCompressor(BaseDocumentCompressor):
 
     Give a ready ``reranker``, a ``config`` (``RerankerConfig`` or its dict), or the settings
     (``model``, ``backend``, ...). Returns new documents, best first, at most ``top_n``.
+    ``image_key`` is the metadata key that holds a document's image (``None``: text only).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
@@ -54,6 +63,7 @@ class RerankitCompressor(BaseDocumentCompressor):
     options: dict[str, Any] | None = None
     top_n: int = Field(default=3, gt=0)
     score_threshold: float | None = None
+    image_key: str | None = "image"
 
     _reranker: Reranker = PrivateAttr()
 
@@ -79,9 +89,9 @@ class RerankitCompressor(BaseDocumentCompressor):
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
         """Rerank ``documents`` for ``query``; new documents, best first."""
-        texts = [doc.page_content for doc in documents]
+        inputs = _inputs(documents, self.image_key)
         result = self._reranker.rank(
-            query, texts, top_k=self.top_n, score_threshold=self.score_threshold
+            query, inputs, top_k=self.top_n, score_threshold=self.score_threshold
         )
         return _to_documents(documents, result)
 
@@ -92,11 +102,24 @@ class RerankitCompressor(BaseDocumentCompressor):
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
         """Async :meth:`compress_documents`; does not block the event loop."""
-        texts = [doc.page_content for doc in documents]
+        inputs = _inputs(documents, self.image_key)
         result = await self._reranker.arank(
-            query, texts, top_k=self.top_n, score_threshold=self.score_threshold
+            query, inputs, top_k=self.top_n, score_threshold=self.score_threshold
         )
         return _to_documents(documents, result)
+
+
+def _inputs(documents: Sequence[Document], image_key: str | None) -> list[str | RerankitDocument]:
+    """What rerankit ranks: each ``page_content``, as an image document where it has an image."""
+    inputs: list[str | RerankitDocument] = []
+    for position, doc in enumerate(documents):
+        image = None if image_key is None else doc.metadata.get(image_key)
+        if image is None:
+            inputs.append(doc.page_content)
+            continue
+        check_source(image, f"documents[{position}].metadata[{image_key!r}] (id {doc.id!r})")
+        inputs.append(RerankitDocument(text=doc.page_content, image=image))
+    return inputs
 
 
 def _to_documents(documents: Sequence[Document], result: RankResult) -> list[Document]:

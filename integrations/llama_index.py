@@ -7,17 +7,28 @@
 Each node's ``score`` is on the scale named in its ``metadata["rerank_score_scale"]`` (kept out
 of the LLM and embedding text). With a listwise backend (scale ``"rank"``) the score is
 rank-derived: ``len(nodes)`` for the first node down to 1, an order rather than a relevance.
+
+Image nodes are ranked as images: an ``ImageNode`` (its base64 ``image``, ``image_path`` or
+``image_url``) and any node with an ``image_resource`` (an ``ImageDocument``: its ``data``,
+``path`` or ``url``), with the node's text (a caption, OCR; ``""`` when none) beside the image.
+Only rerankers that take images (``backend="vlm"``, the Jina API with jina-reranker-m0) rank
+them; the others raise :class:`~rerankit.errors.InvalidInputError`. A URL is fetched only where
+the reranker allows it. Image nodes come back as text nodes do: copies, their image unchanged.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rerankit.config import ADAPTER_SETTINGS, RerankerConfig, resolve_config
 from rerankit.errors import MissingDependencyError
+from rerankit.images import ImageSource
+from rerankit.integrations._images import check_image_mime, decode_base64
 from rerankit.reranker import Reranker
 from rerankit.secrets import Secret
 from rerankit.types import SCORE_SCALE_KEY, RankResult
+from rerankit.types import Document as RerankitDocument
 
 try:
     from llama_index.core.bridge.pydantic import Field, PrivateAttr, SecretStr
@@ -25,7 +36,14 @@ try:
     from llama_index.core.callbacks.base import EventContext as CBEvent
     from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
     from llama_index.core.postprocessor.types import BaseNodePostprocessor
-    from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+    from llama_index.core.schema import (
+        BaseNode,
+        ImageNode,
+        MetadataMode,
+        Node,
+        NodeWithScore,
+        QueryBundle,
+    )
     from llama_index_instrumentation import get_dispatcher  # what llama_index.core re-exports
 except ImportError as exc:
     raise MissingDependencyError(
@@ -89,30 +107,30 @@ class RerankitPostprocessor(BaseNodePostprocessor):
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
-        query, texts = self._start(nodes, query_bundle)
+        query, inputs = self._start(nodes, query_bundle)
         with self.callback_manager.event(
             CBEventType.RERANKING, payload=self._payload(nodes, query)
         ) as event:
             result = self._reranker.rank(
-                query, texts, top_k=self.top_n, score_threshold=self.score_threshold
+                query, inputs, top_k=self.top_n, score_threshold=self.score_threshold
             )
             return self._finish(nodes, result, event)
 
     async def _apostprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
-        query, texts = self._start(nodes, query_bundle)
+        query, inputs = self._start(nodes, query_bundle)
         with self.callback_manager.event(
             CBEventType.RERANKING, payload=self._payload(nodes, query)
         ) as event:
             result = await self._reranker.arank(
-                query, texts, top_k=self.top_n, score_threshold=self.score_threshold
+                query, inputs, top_k=self.top_n, score_threshold=self.score_threshold
             )
             return self._finish(nodes, result, event)
 
     def _start(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None
-    ) -> tuple[str, list[str]]:
+    ) -> tuple[str, list[str | RerankitDocument]]:
         if query_bundle is None:
             raise ValueError("Missing query bundle in extra info.")
         dispatcher.event(
@@ -123,8 +141,7 @@ class RerankitPostprocessor(BaseNodePostprocessor):
                 model_name=self._reranker.config.model,
             )
         )
-        texts = [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
-        return query_bundle.query_str, texts
+        return query_bundle.query_str, [_input(n.node, i) for i, n in enumerate(nodes)]
 
     def _payload(self, nodes: list[NodeWithScore], query: str) -> dict[str, Any]:
         return {
@@ -160,6 +177,35 @@ class RerankitPostprocessor(BaseNodePostprocessor):
             )
             ranked.append(NodeWithScore(node=node, score=item.score))
         return ranked
+
+
+def _input(node: BaseNode, position: int) -> str | RerankitDocument:
+    """What rerankit ranks for ``node``: its embed text, as an image document if it has an image."""
+    text = node.get_content(metadata_mode=MetadataMode.EMBED)
+    image = _image(node, f"nodes[{position}] (id {node.node_id!r})")
+    return text if image is None else RerankitDocument(text=text, image=image)
+
+
+def _image(node: BaseNode, what: str) -> ImageSource | None:
+    """``node``'s image as rerankit takes it, or ``None`` for a text node.
+
+    The first one given, in LlamaIndex's own order: the data, then the file, then the URL.
+    """
+    if isinstance(node, ImageNode):
+        path = Path(node.image_path) if node.image_path else None
+        found: list[ImageSource | None] = [node.image or None, path, node.image_url or None]
+        mimetype = node.image_mimetype
+    elif isinstance(node, Node) and node.image_resource is not None:
+        resource = node.image_resource
+        data = decode_base64(resource.data, f"{what}'s image") if resource.data else None
+        found = [data, resource.path, str(resource.url) if resource.url else None]
+        mimetype = resource.mimetype
+    else:
+        return None
+    image = next((source for source in found if source is not None), None)
+    if image is not None:
+        check_image_mime(mimetype, f"{what}'s image")
+    return image
 
 
 def _hidden(excluded: list[str]) -> list[str]:

@@ -143,7 +143,7 @@ def jina_m0_reference(
     import torch
     from transformers import AutoProcessor
 
-    from tests.vlm_factory import JINA_LOGIT_BIAS, JINA_SCORE_TOKEN_ID, jina_m0_class
+    from tests.vlm_factory import JINA_LOGIT_BIAS, JINA_SCORE_TOKEN_ID
 
     model = _jina_m0_model(folder)
     with no_video_processor():

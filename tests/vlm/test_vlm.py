@@ -300,7 +300,7 @@ def test_max_image_bytes_bounds_every_image(
 class _Pages(BaseHTTPRequestHandler):
     body = b""
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         if self.path == "/slow.png":
             threading.Event().wait(2)
         self.send_response(200 if self.path != "/missing.png" else 404)
