@@ -82,7 +82,8 @@ def describe(source: ImageSource) -> str:
     if isinstance(source, os.PathLike):
         return repr(os.fspath(source))
     if isinstance(source, str):
-        if DATA_URI.match(source) or len(source) > 200:
+        looks_encoded = len(source) > 64 and BASE64.match(source[:256])
+        if DATA_URI.match(source) or looks_encoded or len(source) > 200:
             return f"<{len(source)} characters of base64>"
         return repr(source)
     return f"<PIL image {getattr(source, 'size', '?')}>"

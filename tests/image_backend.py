@@ -12,6 +12,7 @@ import io
 from collections.abc import Sequence
 from typing import ClassVar
 
+import numpy as np
 from PIL import Image
 
 from rerankit import Reranker, RerankerConfig
@@ -42,8 +43,8 @@ def redness(query: str, passage: Passage) -> float:
     words = sum(word in text.lower().split() for word in query.lower().split())
     if not isinstance(passage, ImagePassage):
         return float(words)
-    pixels = list(read_image(passage.image).getdata())
-    return sum(p[0] for p in pixels) / len(pixels) + words
+    red = np.asarray(read_image(passage.image))[:, :, 0]
+    return float(red.mean()) + words
 
 
 def red_images() -> Reranker:

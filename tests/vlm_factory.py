@@ -624,3 +624,97 @@ def _backbone_weights(folder: Path) -> dict[str, Any]:
 
     model = Qwen2VLForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
     return {k: v for k, v in model.state_dict().items() if not k.startswith("lm_head.")}
+
+
+# --------------------------------------------------------------------------------------------
+# A scaled-up random Qwen2-VL (benchmarks)
+# --------------------------------------------------------------------------------------------
+
+
+def scaled_qwen2_vl(
+    out: Path,
+    *,
+    hidden_size: int = 768,
+    intermediate_size: int = 2048,
+    num_hidden_layers: int = 6,
+    num_attention_heads: int = 12,
+    num_key_value_heads: int = 2,
+    vocab_size: int = 8192,
+    vision_depth: int = 6,
+    vision_embed_dim: int = 512,
+    vision_num_heads: int = 8,
+    min_pixels: int = QWEN2_VL_MIN_PIXELS,
+    max_pixels: int = 28 * 28 * 256,
+    std: float | None = None,
+) -> Path:
+    """A random ``Qwen2VLForConditionalGeneration`` of any size, laid out as ``tiny_qwen2_vl``.
+
+    Qwen2-VL's real patching (14-pixel patches, 2x2 merge, two temporal frames) and MLP ratio 4
+    in the vision tower; the image processor allows ``min_pixels``..``max_pixels`` (by default up
+    to 256 merged tokens a page). ``vocab_size`` pads the embedding past the tokenizer's ids, as
+    the real checkpoints do (151,936 rows for 151,657 tokens), so the LM head's share of the
+    compute can be set. Matrices are drawn from N(0, ``std``) (default ``1.5 / sqrt(hidden)``,
+    enough for scores that differ between pages), token embeddings from N(0, 0.1).
+    """
+    import torch
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+        Qwen2VLImageProcessorPil,
+    )
+
+    tokenizer = qwen_vl_tokenizer()
+    tid = tokenizer.convert_tokens_to_ids
+    head_dim = hidden_size // num_attention_heads
+    # Qwen2-VL's mrope_section is [16, 24, 24] at head_dim 128: the same shares of head_dim / 2.
+    temporal = head_dim // 8
+    mrope_section = [temporal, (head_dim // 2 - temporal) // 2, (head_dim // 2 - temporal) // 2]
+    assert sum(mrope_section) == head_dim // 2, (head_dim, mrope_section)
+    torch.manual_seed(SEED)
+    config = Qwen2VLConfig(
+        text_config={
+            "vocab_size": max(vocab_size, len(tokenizer)),
+            "hidden_size": hidden_size,
+            "intermediate_size": intermediate_size,
+            "num_hidden_layers": num_hidden_layers,
+            "num_attention_heads": num_attention_heads,
+            "num_key_value_heads": num_key_value_heads,
+            "max_position_embeddings": 32768,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 1000000.0,
+                "mrope_section": mrope_section,
+            },
+            "bos_token_id": tid("<|endoftext|>"),
+            "eos_token_id": tid("<|im_end|>"),
+            "pad_token_id": tid("<|endoftext|>"),
+        },
+        vision_config={
+            "depth": vision_depth,
+            "embed_dim": vision_embed_dim,
+            "hidden_size": hidden_size,
+            "num_heads": vision_num_heads,
+            "mlp_ratio": 4,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
+        image_token_id=tid("<|image_pad|>"),
+        video_token_id=tid("<|video_pad|>"),
+        vision_start_token_id=tid("<|vision_start|>"),
+        vision_end_token_id=tid("<|vision_end|>"),
+        tie_word_embeddings=True,
+    )
+    model = Qwen2VLForConditionalGeneration(config).eval()
+    _scale_weights(
+        model, std=std if std is not None else 1.5 / hidden_size**0.5, embed_std=0.1, seed=SEED
+    )
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    Qwen2VLImageProcessorPil(
+        min_pixels=min_pixels,
+        max_pixels=max_pixels,
+        patch_size=14,
+        temporal_patch_size=2,
+        merge_size=2,
+    ).save_pretrained(out)
+    return out

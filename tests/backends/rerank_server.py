@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from tests.backends.http_server import JSONHandler, ScriptedServer, serving
 
@@ -18,6 +19,11 @@ def relevance(query: str, text: str) -> float:
     """The server's scoring rule: shared words, then shorter texts first (deterministic)."""
     words = set(query.lower().split())
     return sum(w in words for w in text.lower().split()) - len(text) / 10_000
+
+
+def document_text(document: Any) -> str:
+    """A document's text as sent: the string, or an object's ``"text"`` (``""`` for an image)."""
+    return document if isinstance(document, str) else str(document.get("text", ""))
 
 
 class RerankServer(ScriptedServer):
@@ -47,7 +53,7 @@ class _Handler(JSONHandler):
         if step == "invalid-json":
             self._send_raw(200, b"<html>not json</html>")
             return
-        docs = body["documents"]
+        docs = [document_text(d) for d in body["documents"]]
         results = [
             {"index": i, "relevance_score": relevance(body["query"], d)} for i, d in enumerate(docs)
         ]
