@@ -212,7 +212,7 @@ def train(
         best_step=_best_step(trainer.state.best_model_checkpoint),
         teacher=None if teacher is None else teacher.report,
     )
-    _save(model, out, trainer)
+    _save(model, out, trainer, _base_token_limit(settings))
     if export is not None:
         from rerankit.export import export_onnx
 
@@ -659,8 +659,28 @@ def _best_step(checkpoint: str | None) -> int | None:
     return None if checkpoint is None else int(checkpoint.rsplit("-", 1)[-1])
 
 
-def _save(model: Any, out: Path, trainer: Any) -> None:
-    """The final (best, with validation) weights as a plain sequence-classification folder."""
+def _base_token_limit(settings: TrainSettings) -> int | None:
+    """The base tokenizer's ``model_max_length``: the trained folder's own, not the training's."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            settings.base, trust_remote_code=settings.trust_remote_code
+        )
+    except (OSError, ValueError):
+        return None
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) else None
+
+
+def _save(model: Any, out: Path, trainer: Any, token_limit: int | None) -> None:
+    """The final (best, with validation) weights as a plain sequence-classification folder.
+
+    Its tokenizer keeps the base's token limit: ``--max-length`` bounds training inputs, and
+    rerankers built on the folder choose their own ``max_length`` up to the model's limit.
+    """
+    if token_limit is not None:
+        model.tokenizer.model_max_length = token_limit
     model.save_pretrained(str(out))
     history = out / WORK / "log_history.json"
     history.write_text(json.dumps(trainer.state.log_history, indent=1), encoding="utf-8")

@@ -141,7 +141,7 @@ def test_the_folder_loads_in_rerankit_sentence_transformers_and_flashrank(
 ) -> None:
     import torch
     from sentence_transformers import CrossEncoder
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     settings, outcome = minilm_trained
     _, loading = AutoModelForSequenceClassification.from_pretrained(
@@ -149,6 +149,10 @@ def test_the_folder_loads_in_rerankit_sentence_transformers_and_flashrank(
     )
     assert not loading["missing_keys"]
     assert not loading["mismatched_keys"]
+    # --max-length bounds training only: the folder keeps the base's limit for inference
+    limit = AutoTokenizer.from_pretrained(str(settings.base)).model_max_length
+    assert limit > settings.max_length
+    assert AutoTokenizer.from_pretrained(str(outcome.out)).model_max_length == limit
     query, docs = "cells and proteins in cancer", scifact_texts[:12]
     ours = Reranker(str(outcome.out), device="cpu", max_length=settings.max_length)
     assert ours.backend_name == "cross-encoder"
