@@ -16,9 +16,12 @@ import binascii
 import io
 import os
 import re
+import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
 
 from rerankit._optional import require
 from rerankit.errors import InvalidInputError
@@ -34,6 +37,19 @@ URL = re.compile(r"^https?://", re.IGNORECASE)
 BASE64 = re.compile(r"^[A-Za-z0-9+/\s]+={0,2}\s*$")
 # A file path is shorter than this; longer text is read as base64 without touching the disk.
 LONGEST_PATH = 4096
+# Pillow's decompression-bomb warning limit (Image.MAX_IMAGE_PIXELS): images with more pixels
+# are refused before they are decoded (a small file can hold a huge canvas).
+MAX_PIXELS = 89_478_485
+# The leading bytes of the image formats rerankit reads (PNG, JPEG, GIF, TIFF; WebP and BMP are
+# checked in looks_like_image), for telling an image from any other file without decoding it.
+SIGNATURES = (
+    b"\x89PNG\r\n\x1a\n",
+    b"\xff\xd8\xff",
+    b"GIF87a",
+    b"GIF89a",
+    b"II*\x00",
+    b"MM\x00*",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +74,9 @@ class ImagePassage:
 
     image: ImageSource
     text: str = ""
+
+    def __repr__(self) -> str:
+        return f"ImagePassage(image={describe(self.image)}, text={self.text!r})"
 
 
 def check_source(source: object, where: str) -> None:
@@ -85,7 +104,7 @@ def describe(source: ImageSource) -> str:
         looks_encoded = len(source) > 64 and BASE64.match(source[:256])
         if DATA_URI.match(source) or looks_encoded or len(source) > 200:
             return f"<{len(source)} characters of base64>"
-        return repr(source)
+        return repr(_without_credentials(source) if URL.match(source) else source)
     return f"<PIL image {getattr(source, 'size', '?')}>"
 
 
@@ -94,12 +113,14 @@ def read_image(source: ImageSource, policy: ImagePolicy = ImagePolicy()) -> Imag
     pil = require("PIL.Image", extra="vlm", purpose="Reading image documents")
     if _is_pil(source):
         image: Image = source  # type: ignore[assignment]
-        return image if image.mode == "RGB" else image.convert("RGB")
+        check_pixels(image.size, image)
+        return _rgb(image)
     data = read_bytes(source, policy)
     try:
         with pil.open(io.BytesIO(data)) as opened:
+            check_pixels(opened.size, source)
             opened.load()
-            decoded: Image = opened.convert("RGB")
+            decoded = _rgb(opened)
     except pil.DecompressionBombError as exc:
         raise InvalidInputError(f"image {describe(source)} has too many pixels: {exc}") from None
     except (OSError, ValueError, SyntaxError) as exc:
@@ -108,6 +129,46 @@ def read_image(source: ImageSource, policy: ImagePolicy = ImagePolicy()) -> Imag
             "pass a PNG, JPEG, WebP, GIF, BMP or TIFF image"
         ) from None
     return decoded
+
+
+def check_pixels(size: tuple[int, int], source: ImageSource) -> None:
+    """Refuse an image of more than :data:`MAX_PIXELS` pixels before it is decoded."""
+    width, height = size
+    if width * height > MAX_PIXELS:
+        raise InvalidInputError(
+            f"image {describe(source)} is {width}x{height} pixels, over the {MAX_PIXELS}-pixel "
+            "limit (Pillow's decompression-bomb guard); downscale it first"
+        )
+
+
+def looks_like_image(data: bytes) -> bool:
+    """Whether ``data`` starts like an image file that rerankit reads."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return True
+    if data[:2] == b"BM" and data[6:10] == b"\x00\x00\x00\x00":  # BMP: size, then 4 zeros
+        return True
+    return data.startswith(SIGNATURES)
+
+
+def _rgb(image: Image) -> Image:
+    """``image`` upright (its EXIF orientation) in RGB, transparency composited onto white.
+
+    As transformers' ``load_image`` and ``convert_to_rgb`` do: a transparent page keeps its
+    content instead of turning black.
+    """
+    from PIL import ImageOps
+
+    upright = ImageOps.exif_transpose(image) or image
+    if upright.mode == "RGB":
+        return upright
+    if upright.mode in ("RGBA", "LA", "PA") or "transparency" in upright.info:
+        from PIL import Image as PILImage
+
+        rgba = upright.convert("RGBA")
+        canvas = PILImage.new("RGBA", rgba.size, (255, 255, 255, 255))
+        canvas.alpha_composite(rgba)
+        return canvas.convert("RGB")
+    return upright.convert("RGB")
 
 
 def read_bytes(source: ImageSource, policy: ImagePolicy = ImagePolicy()) -> bytes:
@@ -144,7 +205,13 @@ def image_payload(source: ImageSource, policy: ImagePolicy = ImagePolicy()) -> s
     """
     if isinstance(source, str) and URL.match(source.strip()):
         return source.strip()
-    return base64.b64encode(read_bytes(source, policy)).decode("ascii")
+    data = read_bytes(source, policy)
+    if not looks_like_image(data):
+        raise InvalidInputError(
+            f"image {describe(source)} is {len(data)} bytes that are not a PNG, JPEG, WebP, GIF, "
+            "BMP or TIFF file; only image files are sent as images"
+        )
+    return base64.b64encode(data).decode("ascii")
 
 
 def image_key(source: ImageSource) -> Any:
@@ -178,13 +245,15 @@ def _b64decode(text: str, source: ImageSource) -> bytes:
 
 
 def _read_file(path: Path, source: ImageSource, policy: ImagePolicy) -> bytes:
+    """A regular file's bytes, never more than ``max_bytes`` (devices and pipes are refused)."""
     try:
-        size = path.stat().st_size
-        if size > policy.max_bytes:
-            _too_big(source, size, policy)
-        return path.read_bytes()
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise InvalidInputError(f"image {describe(source)} is not a regular file")
+        with path.open("rb") as file:
+            data = file.read(policy.max_bytes + 1)
     except OSError as exc:
         raise InvalidInputError(f"image file {describe(source)} cannot be read: {exc}") from None
+    return _bounded(data, source, policy)
 
 
 def _bounded(data: bytes, source: ImageSource, policy: ImagePolicy) -> bytes:
@@ -201,12 +270,15 @@ def _too_big(source: ImageSource, size: int, policy: ImagePolicy) -> None:
 
 
 def _fetch(url: str, policy: ImagePolicy) -> bytes:
+    """``url``'s body, within ``policy.timeout`` seconds in all and ``max_bytes`` bytes."""
+    shown = describe(url)
     if not policy.allow_urls:
         raise InvalidInputError(
-            f"image {url!r} is a URL and fetching images is off; pass fetch_images=True to let "
+            f"image {shown} is a URL and fetching images is off; pass fetch_images=True to let "
             "rerankit download it, or pass the file, bytes or base64 instead"
         )
     httpx = require("httpx", extra="vlm", purpose="Fetching image URLs")
+    deadline = time.monotonic() + policy.timeout
     try:
         with httpx.stream("GET", url, timeout=policy.timeout, follow_redirects=True) as response:
             response.raise_for_status()
@@ -215,7 +287,29 @@ def _fetch(url: str, policy: ImagePolicy) -> bytes:
                 size += len(chunk)
                 if size > policy.max_bytes:
                     _too_big(url, size, policy)
+                if time.monotonic() > deadline:
+                    raise InvalidInputError(
+                        f"image {shown} could not be fetched within {policy.timeout} s"
+                    )
                 chunks.append(chunk)
-    except httpx.HTTPError as exc:
-        raise InvalidInputError(f"image {url!r} could not be fetched: {exc}") from None
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        reason = str(exc) if isinstance(exc, httpx.HTTPError) else type(exc).__name__
+        raise InvalidInputError(
+            f"image {shown} could not be fetched: {_without_credentials(reason)}"
+        ) from None
     return b"".join(chunks)
+
+
+def _without_credentials(text: str) -> str:
+    """URLs in ``text`` without user:password and query strings (which may hold tokens)."""
+
+    def clean(match: re.Match[str]) -> str:
+        try:
+            parts = urlsplit(match.group(0))
+            host, port = parts.hostname or "", parts.port
+        except ValueError:  # not a parseable URL: show none of it
+            return "<an unparseable URL>"
+        netloc = host if port is None else f"{host}:{port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+    return re.sub(r"https?://[^\s'\"]+", clean, text)

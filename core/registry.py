@@ -312,7 +312,9 @@ def _infer_from_folder(folder: Path) -> str | None:
         return "vlm"
     if not architectures and (folder / "adapter_config.json").is_file():
         base = _adapter_base(folder)  # a LoRA adapter (MonoQwen2-VL): what its base model is
-        return None if base is None else _guess(base)
+        guess = None if base is None else _guess(base)
+        if guess is not None:
+            return guess
     guess = _infer_from_name(folder.name)
     return "cross-encoder" if guess == "jina" else guess  # a folder runs here, never remote
 

@@ -266,6 +266,22 @@ class Reranker:
             passages[position] = ImagePassage(doc.image, texts[position])
         return passages
 
+    def _check_takes_images(self, requests: list[_Prepared]) -> None:
+        """Refuse image documents for a text-only backend (a fallback's, here).
+
+        The answering reranker may be a fallback of a backend that takes images: it must get
+        a typed error, never objects it cannot read.
+        """
+        if self._backend.accepts_images:
+            return
+        for request in requests:
+            for position, passage in enumerate(request.texts):
+                if isinstance(passage, ImagePassage):
+                    raise InvalidInputError(
+                        f"documents[{position}] is an image document and the fallback "
+                        f"{self!r} ranks text only; give it a fallback that takes images"
+                    )
+
     @staticmethod
     def _top_k_hint(requests: list[_Prepared]) -> int | None:
         return requests[0].top_k if requests else None
@@ -277,6 +293,7 @@ class Reranker:
         nonempty = _nonempty(requests)
         if not nonempty:
             return [Scores(values=[]) for _ in requests], self
+        self._check_takes_images(requests)
         try:
             scored = self._backend.score_many(nonempty, top_k=top_k)
         except ServiceUnavailableError as exc:
@@ -289,6 +306,7 @@ class Reranker:
         nonempty = _nonempty(requests)
         if not nonempty:
             return [Scores(values=[]) for _ in requests], self
+        self._check_takes_images(requests)
         try:
             scored = await self._backend.ascore_many(nonempty, top_k=top_k)
         except ServiceUnavailableError as exc:

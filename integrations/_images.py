@@ -11,18 +11,9 @@ import base64
 import binascii
 
 from rerankit.errors import InvalidInputError
+from rerankit.images import looks_like_image
 
-# The leading bytes of the image formats rerankit decodes (PNG, JPEG, GIF, BMP, TIFF; WebP is
-# RIFF....WEBP), for telling an image blob from any other file when no MIME type says which.
-_SIGNATURES = (
-    b"\x89PNG\r\n\x1a\n",
-    b"\xff\xd8\xff",
-    b"GIF87a",
-    b"GIF89a",
-    b"II*\x00",
-    b"MM\x00*",
-)
-
+__all__ = ["check_image_mime", "decode_base64", "is_image_mime", "looks_like_image"]
 
 def is_image_mime(mime: object) -> bool:
     """Whether ``mime`` names an image type (``image/...``)."""
@@ -36,15 +27,6 @@ def check_image_mime(mime: str | None, what: str) -> None:
             f"{what} has MIME type {mime!r}, which is not an image; rerankit ranks images "
             "(PNG, JPEG, WebP, GIF, BMP, TIFF) and text, so convert it to either first"
         )
-
-
-def looks_like_image(data: bytes) -> bool:
-    """Whether ``data`` starts like an image file that rerankit decodes."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return True
-    if data[:2] == b"BM" and data[6:10] == b"\x00\x00\x00\x00":  # BMP: size, then 4 zeros
-        return True
-    return data.startswith(_SIGNATURES)
 
 
 def decode_base64(data: bytes | str, what: str) -> bytes:

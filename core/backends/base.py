@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 from rerankit.config import RerankerConfig
-from rerankit.errors import ConfigurationError
+from rerankit.errors import BackendError, ConfigurationError
 from rerankit.images import ImagePassage
 from rerankit.options import Option, OptionSchema, parse_options
 from rerankit.types import Scores
@@ -95,9 +95,14 @@ class Backend(ABC):
         wait for a busy model never hold the loop's threads.
         """
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._worker(), lambda: self.score_many(requests, top_k=top_k)
-        )
+        work = self._score_many_in_worker
+        return await loop.run_in_executor(self._worker(), work, requests, top_k)
+
+    def _score_many_in_worker(self, requests: Sequence[Request], top_k: int | None) -> list[Scores]:
+        try:
+            return self.score_many(requests, top_k=top_k)
+        except StopIteration as exc:  # a Future cannot hold one: the caller would wait forever
+            raise BackendError(f"the {self.name!r} backend failed: StopIteration {exc}") from exc
 
     def refuse_normalize(self, why: str) -> None:
         """Raise if ``normalize=True`` was asked of a backend whose scores have no such form."""

@@ -45,7 +45,15 @@ from rerankit.backends.base import HUB_OPTIONS, Passage
 from rerankit.batching import length_sorted_batches
 from rerankit.config import RerankerConfig
 from rerankit.errors import BackendError, ConfigurationError, InvalidInputError
-from rerankit.images import ImagePassage, ImagePolicy, image_key, read_bytes, read_image
+from rerankit.images import (
+    ImagePassage,
+    ImagePolicy,
+    check_pixels,
+    describe,
+    image_key,
+    read_bytes,
+    read_image,
+)
 from rerankit.pipelines.bge_layerwise import read_config
 from rerankit.types import Scores
 
@@ -58,6 +66,8 @@ DEFAULT_MAX_BATCH_TOKENS_ACCELERATOR = 32768
 # The Qwen-VL chat markup an image takes in a prompt.
 IMAGE_PAD = "<|image_pad|>"
 IMAGE_BLOCK = f"<|vision_start|>{IMAGE_PAD}<|vision_end|>"
+# The slots of a family's prompt and document templates.
+SLOT = re.compile(r"(\{query\}|\{document\}|\{instruction\}|\{image\}|\{text\})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +180,15 @@ class VisionLanguagePipeline:
         rendered = ""
         if instruction and family.instruction_format is not None:
             rendered = family.instruction_format.replace("{instruction}", instruction)
-        self.prompt = family.prompt.replace("{instruction}", rendered)
+        self.instruction = rendered
+        self.specials = _special_strings(tokenizer)
+        smallest_document = "" if family.text_document is not None else IMAGE_PAD
+        fixed = len(self._tokenize(self._pieces("", smallest_document, "", image_tokens=1)))
+        if max_length - fixed < 2:
+            raise ConfigurationError(
+                f"max_length={max_length} leaves no room for a query and a document: the "
+                f"{family.name!r} prompt of {name!r} takes {fixed} tokens"
+            )
 
     def score_many(self, requests: Sequence[tuple[str, Sequence[Passage]]]) -> list[Scores]:
         """One :class:`Scores` per request, in order."""
@@ -226,34 +244,76 @@ class VisionLanguagePipeline:
 
     def _cap(self, text: str, limit: int) -> tuple[str, bool]:
         """``text`` cut to its first ``limit`` tokens (at a character offset), and whether cut."""
-        encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        encoding = self.tokenizer(
+            text, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True
+        )
         offsets = encoding["offset_mapping"]
         if len(offsets) <= limit:
             return text, False
         return text[: offsets[limit - 1][1]] if limit > 0 else "", True
 
     def _encode(self, query: str, passage: Passage, images: dict[Any, _Image]) -> _Encoded:
-        family = self.family
         if isinstance(passage, ImagePassage):
             key = image_key(passage.image)
             if key not in images:
                 images[key] = _Image.open(passage.image, self.image_policy)
-            image = images[key]
-            tokens = self._image_tokens(image.size)
-            template, text, block = family.image_document, passage.text, IMAGE_BLOCK
+            tokens = self._image_tokens(images[key].size)
+            template, text = self.family.image_document, passage.text
         else:
-            key, tokens, template, text, block = None, 0, family.text_document, passage, ""
+            key, tokens, template, text = None, 0, self.family.text_document, passage
         assert template is not None  # checked by _check_documents
-        fixed = self.prompt.replace("{query}", query).replace(
-            "{document}", template.replace("{image}", block).replace("{text}", "")
-        )
-        room = self.max_length - len(self._ids(fixed)) + 1  # the pad block counts as one token
-        text, truncated = self._cap(text, max(room, 0)) if text else (text, False)
-        document = template.replace("{image}", block.replace(IMAGE_PAD, IMAGE_PAD * tokens))
-        rendered = self.prompt.replace("{query}", query).replace(
-            "{document}", document.replace("{text}", text)
-        )
-        return _Encoded(self._ids(rendered) + list(family.suffix_ids), key, truncated)
+        truncated = False
+        if text and "{text}" in template:
+            fixed = self._tokenize(self._pieces(query, template, "", image_tokens=1))
+            text, truncated = self._cap(text, max(self.max_length - len(fixed), 0))
+        ids = self._tokenize(self._pieces(query, template, text, image_tokens=tokens))
+        if ids.count(self.image_pad_id) != tokens:
+            raise BackendError(
+                f"{self.name!r}: a prompt holds {ids.count(self.image_pad_id)} image tokens for "
+                f"an image of {tokens}; the {self.family.name!r} prompt is not a Qwen-VL one"
+            )
+        return _Encoded(ids + list(self.family.suffix_ids), key, truncated)
+
+    def _pieces(
+        self, query: str, template: str, text: str, *, image_tokens: int
+    ) -> list[tuple[str, bool]]:
+        """The prompt as (text, written by the caller) pieces, in order.
+
+        Built piece by piece, never by substituting into caller text: a query or document
+        holding ``{document}`` or ``<|image_pad|>`` stays text.
+        """
+        block = IMAGE_BLOCK.replace(IMAGE_PAD, IMAGE_PAD * image_tokens)
+        values = {"{query}": query, "{instruction}": self.instruction, "{text}": text}
+        pieces: list[tuple[str, bool]] = []
+        for part in SLOT.split(self.family.prompt):
+            if part == "{document}":
+                for inner in SLOT.split(template):
+                    if inner == "{image}":
+                        pieces.append((block, False))
+                    elif inner in values:
+                        pieces.append((values[inner], True))
+                    else:
+                        pieces.append((inner, False))
+            elif part in values:
+                pieces.append((values[part], True))
+            else:
+                pieces.append((part, False))
+        return [(piece, mine) for piece, mine in pieces if piece]
+
+    def _tokenize(self, pieces: list[tuple[str, bool]]) -> list[int]:
+        """The ids of the joined pieces, as the model's authors tokenize the whole prompt.
+
+        When caller text holds one of the tokenizer's special tokens (``<|im_end|>``, ...),
+        each piece is tokenized on its own and the caller's pieces as plain text, so that it
+        cannot end the prompt early or add image tokens.
+        """
+        if not any(special in piece for piece, mine in pieces if mine for special in self.specials):
+            return self._ids("".join(piece for piece, _ in pieces))
+        ids: list[int] = []
+        for piece, mine in pieces:
+            encoded = self.tokenizer(piece, add_special_tokens=False, split_special_tokens=mine)
+            ids.extend(encoded["input_ids"])
+        return ids
 
     def _ids(self, text: str) -> list[int]:
         ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -367,15 +427,21 @@ class _Image:
         from PIL import Image, UnidentifiedImageError
 
         if isinstance(source, Image.Image):
+            check_pixels(source.size, source)
             return cls(source, source.size, None)
         data = read_bytes(source, policy)
         try:
             with Image.open(io.BytesIO(data)) as header:
                 size = header.size
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            # read_image raises the typed error with the reason
-            read_image(data, policy)
-            raise InvalidInputError(f"image could not be read: {exc}") from None
+        except Image.DecompressionBombError as exc:
+            shown = describe(source)
+            raise InvalidInputError(f"image {shown} has too many pixels: {exc}") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            raise InvalidInputError(
+                f"image {describe(source)} could not be decoded ({type(exc).__name__}: {exc}); "
+                "pass a PNG, JPEG, WebP, GIF, BMP or TIFF image"
+            ) from None
+        check_pixels(size, source)
         return cls(source, size, data)
 
     def decode(self, policy: ImagePolicy) -> Any:
@@ -395,6 +461,14 @@ def _smart_resize(
     except ValueError as exc:
         raise InvalidInputError(f"a {width}x{height} image cannot go to {name!r}: {exc}") from None
     return resized
+
+
+def _special_strings(tokenizer: Any) -> tuple[str, ...]:
+    """The tokenizer's special and added tokens as text (what caller text must not become)."""
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    found = {str(getattr(token, "content", token)) for token in added.values()}
+    found.update(str(token) for token in getattr(tokenizer, "all_special_tokens", []))
+    return tuple(sorted(token for token in found if token))
 
 
 def _token_id(tokenizer: Any, token: str, name: str) -> int:

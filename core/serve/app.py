@@ -49,7 +49,7 @@ from rerankit.errors import (
     RerankitError,
     ServiceUnavailableError,
 )
-from rerankit.images import DATA_URI, URL
+from rerankit.images import DATA_URI, URL, check_pixels
 from rerankit.reranker import DocumentInput, Reranker
 from rerankit.serve.batcher import MicroBatcher, QueueFullError
 from rerankit.types import Document
@@ -404,7 +404,7 @@ def _check_decodable(data: bytes, where: str) -> None:
         return
     try:
         with Image.open(io.BytesIO(data)) as image:
-            image.size  # noqa: B018  (opening reads the header: format and size)
+            check_pixels(image.size, f"<{len(data)} bytes>")
     except Image.DecompressionBombError as exc:
         raise InvalidInputError(f"{where} has too many pixels: {exc}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
