@@ -93,7 +93,7 @@ class VLMBackend(Backend):
         "max_batch_tokens": Option(
             "int",
             None,
-            "padded tokens per batch, image tokens included; 8192 on CPU and 32768 on "
+            "padded tokens per batch, image tokens included; 2048 on CPU and 32768 on "
             "accelerators when unset",
             minimum=1,
         ),

@@ -61,7 +61,7 @@ logger = logging.getLogger("rerankit")
 
 ADAPTER_CONFIG = "adapter_config.json"
 # Padded tokens per batch (image tokens included) when max_batch_tokens is unset.
-DEFAULT_MAX_BATCH_TOKENS = 8192
+DEFAULT_MAX_BATCH_TOKENS = 2048
 DEFAULT_MAX_BATCH_TOKENS_ACCELERATOR = 32768
 # The Qwen-VL chat markup an image takes in a prompt.
 IMAGE_PAD = "<|image_pad|>"
