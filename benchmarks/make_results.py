@@ -164,11 +164,36 @@ def main() -> None:
         TRAINING.read_text(encoding="utf-8").strip(),
         "",
     ]
+    lines += multimodal_section(ROOT / "benchmarks" / "results" / "multimodal.json")
     lines += LISTWISE
     if (out / "bench.json").is_file():
         lines += bench_section(out, measured_now=not args.no_bench)
     (args.out / "RESULTS.md").write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {args.out / 'RESULTS.md'}")
+
+
+def multimodal_section(path: Path) -> list[str]:
+    """The vlm backend against rerankers' MonoVLMRanker (``benchmarks/multimodal.py``'s run)."""
+    if not path.is_file():
+        return []
+    from multimodal import markdown_table
+
+    report = json.loads(path.read_text(encoding="utf-8"))
+    return [
+        "## Image documents (`benchmarks/multimodal.py`)",
+        "",
+        f"`{report['command']}` on {report['device']} ({report['dtype']}), numbers from that",
+        "script's last run. One query against 10 and 100 synthetic page screenshots, on random",
+        "MonoQwen2-VL-shaped models (a LoRA adapter over a random Qwen2-VL) with the same weights",
+        "in every row; `vs MonoVLMRanker` is pages/s over rerankers' MonoVLMRanker (one page per",
+        "forward pass) in the same run, and the last column the largest P(True) difference",
+        "between the two. No real checkpoint or page collection can be downloaded here: the",
+        "script's docstring has the commands for MonoQwen2-VL, Qwen3-VL-Reranker and",
+        "jina-reranker-m0 on ViDoRe with `rerankit eval`.",
+        "",
+        markdown_table(report["models"], report["device"]),
+        "",
+    ]
 
 
 def bench_section(out: Path, *, measured_now: bool) -> list[str]:

@@ -31,12 +31,14 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.attention import sdpa_kernel
 from transformers import AutoTokenizer
 
 from rerankit._optional import require
@@ -55,6 +57,7 @@ from rerankit.images import (
     read_image,
 )
 from rerankit.pipelines.bge_layerwise import read_config
+from rerankit.pipelines.generative import CUDA_ATTENTION_KERNELS
 from rerankit.types import Scores
 
 logger = logging.getLogger("rerankit")
@@ -347,7 +350,10 @@ class VisionLanguagePipeline:
         input_ids = input_ids.to(self.device)
         attention_mask = attention_mask.to(self.device)
         token_types = token_types.to(self.device)
-        with torch.inference_mode():
+        kernels: AbstractContextManager[object] = nullcontext()
+        if self.device.type == "cuda":  # as for text LLMs: no memory-efficient SDPA kernel
+            kernels = sdpa_kernel(CUDA_ATTENTION_KERNELS)
+        with torch.inference_mode(), kernels:
             positions = self._rope_model().get_rope_index(
                 input_ids,
                 mm_token_type_ids=token_types,

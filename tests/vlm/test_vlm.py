@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from rerankit import ConfigurationError, Document, InvalidInputError, Reranker
@@ -357,3 +358,23 @@ def test_image_passages_carry_the_documents_text(
     finally:
         del pipeline.score_many
     assert seen == [ImagePassage(pages[0], "OCR: revenue")]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_batches_agree_and_bfloat16_keeps_the_ranking(
+    tiny_qwen3_vl_dir: Path, pages: list[Image.Image]
+) -> None:
+    """On CUDA, left-padded mixed batches score as single rows; bf16 is the default there."""
+    docs = [*(Document(image=p) for p in pages), Document(text="Revenue grew in every region.")]
+    settings = {"backend": "vlm", "family": "qwen3-vl", **QWEN3_VL_PIXELS}
+    cpu = Reranker(str(tiny_qwen3_vl_dir), device="cpu", **settings).score(QUERY, docs)
+    one = Reranker(str(tiny_qwen3_vl_dir), device="cuda", dtype="float32", batch_size=1, **settings)
+    many = Reranker(
+        str(tiny_qwen3_vl_dir), device="cuda", dtype="float32", batch_size=8, **settings
+    )
+    assert _close(many.score(QUERY, docs), one.score(QUERY, docs), 1e-4)
+    assert _close(many.score(QUERY, docs), cpu, 1e-4)
+    default = Reranker(str(tiny_qwen3_vl_dir), device="cuda", **settings)
+    assert default.backend.pipeline.dtype == torch.bfloat16
+    assert max(abs(a - b) for a, b in zip(default.score(QUERY, docs), cpu, strict=True)) < 0.1
