@@ -131,6 +131,27 @@ def read_image(source: ImageSource, policy: ImagePolicy = ImagePolicy()) -> Imag
     return decoded
 
 
+def read_size(data: bytes, source: ImageSource) -> tuple[int, int]:
+    """The (width, height) in ``data``'s header, checked against :data:`MAX_PIXELS`.
+
+    Only the header is read: the pixels stay encoded. :class:`InvalidInputError` when ``data``
+    is no image Pillow reads.
+    """
+    pil = require("PIL.Image", extra="vlm", purpose="Reading image documents")
+    try:
+        with pil.open(io.BytesIO(data)) as header:
+            size: tuple[int, int] = header.size
+    except pil.DecompressionBombError as exc:
+        raise InvalidInputError(f"image {describe(source)} has too many pixels: {exc}") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InvalidInputError(
+            f"image {describe(source)} could not be decoded ({type(exc).__name__}: {exc}); "
+            "pass a PNG, JPEG, WebP, GIF, BMP or TIFF image"
+        ) from None
+    check_pixels(size, source)
+    return size
+
+
 def check_pixels(size: tuple[int, int], source: ImageSource) -> None:
     """Refuse an image of more than :data:`MAX_PIXELS` pixels before it is decoded."""
     width, height = size

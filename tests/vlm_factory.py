@@ -207,15 +207,17 @@ QWEN2_VL_MIN_PIXELS = 28 * 28 * 4
 QWEN2_VL_MAX_PIXELS = 28 * 28 * 64
 
 
-def qwen2_vl_image_processor() -> Any:
-    """Qwen2-VL's image processor (the PIL backend) with small pixel bounds."""
+def qwen2_vl_image_processor(
+    min_pixels: int = QWEN2_VL_MIN_PIXELS, max_pixels: int = QWEN2_VL_MAX_PIXELS
+) -> Any:
+    """Qwen2-VL's image processor (the PIL backend), by default with small pixel bounds."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
         Qwen2VLImageProcessorPil,
     )
 
     return Qwen2VLImageProcessorPil(
-        min_pixels=QWEN2_VL_MIN_PIXELS,
-        max_pixels=QWEN2_VL_MAX_PIXELS,
+        min_pixels=min_pixels,
+        max_pixels=max_pixels,
         patch_size=14,
         temporal_patch_size=2,
         merge_size=2,
@@ -244,52 +246,22 @@ def tiny_qwen2_vl(out: Path) -> Path:
     Saved with its tokenizer (``qwen_vl_tokenizer``), a ``Qwen2VLImageProcessorPil``
     (14-pixel patches, 2x2 merge, 4..64 merged tokens per image) and the Qwen2-VL chat template.
     """
-    import torch
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
-
-    tokenizer = qwen_vl_tokenizer()
-    tid = tokenizer.convert_tokens_to_ids
-    torch.manual_seed(SEED)
-    config = Qwen2VLConfig(
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 4096,
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": 1000000.0,
-                "mrope_section": [2, 1, 1],  # sums to head_dim / 2 = 4
-            },
-            "bos_token_id": tid("<|endoftext|>"),
-            "eos_token_id": tid("<|im_end|>"),
-            "pad_token_id": tid("<|endoftext|>"),
-        },
-        vision_config={
-            "depth": 2,
-            "embed_dim": 32,
-            "hidden_size": 32,
-            "num_heads": 2,
-            "mlp_ratio": 2,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-        },
-        image_token_id=tid("<|image_pad|>"),
-        video_token_id=tid("<|video_pad|>"),
-        vision_start_token_id=tid("<|vision_start|>"),
-        vision_end_token_id=tid("<|vision_end|>"),
-        tie_word_embeddings=True,
+    return scaled_qwen2_vl(
+        out,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=0,  # the tokenizer's own
+        vision_depth=2,
+        vision_embed_dim=32,
+        vision_num_heads=2,
+        vision_mlp_ratio=2,
+        min_pixels=QWEN2_VL_MIN_PIXELS,
+        max_pixels=QWEN2_VL_MAX_PIXELS,
+        std=0.5,
     )
-    model = Qwen2VLForConditionalGeneration(config).eval()
-    _scale_weights(model, std=0.5, embed_std=0.1, seed=SEED)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    qwen2_vl_image_processor().save_pretrained(out)
-    return out
 
 
 def tiny_monovlm_adapter(
@@ -643,6 +615,7 @@ def scaled_qwen2_vl(
     vision_depth: int = 6,
     vision_embed_dim: int = 512,
     vision_num_heads: int = 8,
+    vision_mlp_ratio: int = 4,
     min_pixels: int = QWEN2_VL_MIN_PIXELS,
     max_pixels: int = 28 * 28 * 256,
     std: float | None = None,
@@ -658,16 +631,13 @@ def scaled_qwen2_vl(
     """
     import torch
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
-        Qwen2VLImageProcessorPil,
-    )
 
     tokenizer = qwen_vl_tokenizer()
     tid = tokenizer.convert_tokens_to_ids
     head_dim = hidden_size // num_attention_heads
     # Qwen2-VL's mrope_section is [16, 24, 24] at head_dim 128: the same shares of head_dim / 2.
-    temporal = head_dim // 8
-    mrope_section = [temporal, (head_dim // 2 - temporal) // 2, (head_dim // 2 - temporal) // 2]
+    spatial = (head_dim // 2 - head_dim // 8) // 2
+    mrope_section = [head_dim // 2 - 2 * spatial, spatial, spatial]
     assert sum(mrope_section) == head_dim // 2, (head_dim, mrope_section)
     torch.manual_seed(SEED)
     config = Qwen2VLConfig(
@@ -693,7 +663,7 @@ def scaled_qwen2_vl(
             "embed_dim": vision_embed_dim,
             "hidden_size": hidden_size,
             "num_heads": vision_num_heads,
-            "mlp_ratio": 4,
+            "mlp_ratio": vision_mlp_ratio,
             "patch_size": 14,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
@@ -710,11 +680,5 @@ def scaled_qwen2_vl(
     )
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    Qwen2VLImageProcessorPil(
-        min_pixels=min_pixels,
-        max_pixels=max_pixels,
-        patch_size=14,
-        temporal_patch_size=2,
-        merge_size=2,
-    ).save_pretrained(out)
+    qwen2_vl_image_processor(min_pixels, max_pixels).save_pretrained(out)
     return out

@@ -26,7 +26,6 @@ its sigmoid (for two answers, the softmax probability of the positive one).
 
 from __future__ import annotations
 
-import io
 import logging
 import re
 import threading
@@ -51,10 +50,10 @@ from rerankit.images import (
     ImagePassage,
     ImagePolicy,
     check_pixels,
-    describe,
     image_key,
     read_bytes,
     read_image,
+    read_size,
 )
 from rerankit.pipelines.bge_layerwise import read_config
 from rerankit.pipelines.generative import CUDA_ATTENTION_KERNELS
@@ -430,24 +429,13 @@ class _Image:
     @classmethod
     def open(cls, source: Any, policy: ImagePolicy) -> _Image:
         """Read ``source``'s bytes and header (its size); the pixels are not decoded."""
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
 
         if isinstance(source, Image.Image):
             check_pixels(source.size, source)
             return cls(source, source.size, None)
         data = read_bytes(source, policy)
-        try:
-            with Image.open(io.BytesIO(data)) as header:
-                size = header.size
-        except Image.DecompressionBombError as exc:
-            shown = describe(source)
-            raise InvalidInputError(f"image {shown} has too many pixels: {exc}") from None
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            raise InvalidInputError(
-                f"image {describe(source)} could not be decoded ({type(exc).__name__}: {exc}); "
-                "pass a PNG, JPEG, WebP, GIF, BMP or TIFF image"
-            ) from None
-        check_pixels(size, source)
+        size = read_size(data, source)
         return cls(source, size, data)
 
     def decode(self, policy: ImagePolicy) -> Any:

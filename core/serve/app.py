@@ -31,7 +31,6 @@ import asyncio
 import base64
 import binascii
 import hmac
-import io
 import logging
 import os
 import time
@@ -40,6 +39,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from rerankit._optional import is_available
 from rerankit.config import is_finite_number, is_positive_int
 from rerankit.errors import (
     ConfigurationError,
@@ -49,7 +49,7 @@ from rerankit.errors import (
     RerankitError,
     ServiceUnavailableError,
 )
-from rerankit.images import DATA_URI, URL, check_pixels
+from rerankit.images import DATA_URI, URL, read_size
 from rerankit.reranker import DocumentInput, Reranker
 from rerankit.serve.batcher import MicroBatcher, QueueFullError
 from rerankit.types import Document
@@ -398,20 +398,12 @@ def _check_decodable(data: bytes, where: str) -> None:
 
     Without Pillow (the ``vlm`` extra) the reranker, or its service, decides.
     """
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
+    if not is_available("PIL"):
         return
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            check_pixels(image.size, f"<{len(data)} bytes>")
-    except Image.DecompressionBombError as exc:
-        raise InvalidInputError(f"{where} has too many pixels: {exc}") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise InvalidInputError(
-            f"{where} is {len(data)} bytes that are not an image ({type(exc).__name__}); send "
-            "a PNG, JPEG, WebP, GIF, BMP or TIFF file, base64-encoded"
-        ) from None
+        read_size(data, data)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{where}: {exc}") from None
 
 
 def _recorder(metrics: _Metrics, name: str) -> Any:

@@ -198,9 +198,9 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_a_text_only_fallback_refuses_image_documents(tiny_bert_dir: Path) -> None:
-    text_only = Reranker(str(tiny_bert_dir), backend="cross-encoder")
-    primary = Reranker(
+def _unreachable_m0(fallback: Reranker) -> Reranker:
+    """jina-reranker-m0 on a port where nothing listens, answered by ``fallback``."""
+    return Reranker(
         "jina-reranker-m0",
         backend="jina",
         base_url=f"http://127.0.0.1:{_closed_port()}",
@@ -208,24 +208,18 @@ def test_a_text_only_fallback_refuses_image_documents(tiny_bert_dir: Path) -> No
         max_retries=0,
         connect_timeout=0.5,
         timeout=1.0,
-        fallback=text_only,
+        fallback=fallback,
     )
+
+
+def test_a_text_only_fallback_refuses_image_documents(tiny_bert_dir: Path) -> None:
+    primary = _unreachable_m0(Reranker(str(tiny_bert_dir), backend="cross-encoder"))
     docs = [Document(image=png((200, 0, 0))), "text"]
     with pytest.raises(InvalidInputError, match=r"fallback .* ranks text only"):
         primary.rank(QUERY, docs)
     with pytest.raises(InvalidInputError, match=r"fallback .* ranks text only"):
         asyncio.run(primary.arank(QUERY, docs))
-    image_capable = Reranker(
-        "jina-reranker-m0",
-        backend="jina",
-        base_url=f"http://127.0.0.1:{_closed_port()}",
-        api_key="k",
-        max_retries=0,
-        connect_timeout=0.5,
-        timeout=1.0,
-        fallback=red_images(),
-    )
-    assert image_capable.rank(QUERY, docs).indices == [0, 1]
+    assert _unreachable_m0(red_images()).rank(QUERY, docs).indices == [0, 1]
 
 
 def test_a_local_monoqwen_download_is_a_vlm_folder(tmp_path: Path) -> None:
