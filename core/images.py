@@ -145,8 +145,8 @@ def read_size(data: bytes, source: ImageSource) -> tuple[int, int]:
         raise InvalidInputError(f"image {describe(source)} has too many pixels: {exc}") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise InvalidInputError(
-            f"image {describe(source)} could not be decoded ({type(exc).__name__}: {exc}); "
-            "pass a PNG, JPEG, WebP, GIF, BMP or TIFF image"
+            f"image {describe(source)} is {len(data)} bytes that are not an image file "
+            f"({type(exc).__name__}); pass a PNG, JPEG, WebP, GIF, BMP or TIFF image"
         ) from None
     check_pixels(size, source)
     return size

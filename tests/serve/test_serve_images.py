@@ -152,7 +152,7 @@ def test_a_text_only_model_refuses_image_documents(url: str) -> None:
     [
         ({"image": "not base64 at all!"}, 422, "documents[1].image is not an http(s) URL"),
         ({"image": "data:image/png;base64,@@@"}, 422, "valid base64"),
-        ({"image": b64(b"plain text, not a picture")}, 422, "documents[1].image is 25 bytes"),
+        ({"image": b64(b"plain text, not a picture")}, 422, "25 bytes that are not an image"),
         ({"image": b64(RED[:-30])}, 422, "could not be decoded"),  # a header, then garbage
         ({"image": "   "}, 422, "documents[1].image is empty"),
         ({"image": b64(png((1, 2, 3), (300, 300)) + b"\0" * 4000)}, 413, "4000-byte limit"),

@@ -270,7 +270,7 @@ def test_text_backends_refuse_image_documents(
     ("image", "message"),
     [
         ("/no/such/page.png", "not an existing file"),
-        (b"not an image", "could not be decoded"),
+        (b"not an image", "not an image file"),
         ("data:image/png;base64,!!!", "not valid base64"),
         ("https://example.invalid/page.png", "fetching images is off"),
         (12, "must be a file path"),
