@@ -15,6 +15,7 @@ from rerankit.images import looks_like_image
 
 __all__ = ["check_image_mime", "decode_base64", "is_image_mime", "looks_like_image"]
 
+
 def is_image_mime(mime: object) -> bool:
     """Whether ``mime`` names an image type (``image/...``)."""
     return isinstance(mime, str) and mime.strip().lower().startswith("image/")
