@@ -161,9 +161,6 @@ class CrossEncoderBackend(Backend):
 
 
 # The backend that runs each generative kind ("vlm" has none yet: inference refuses it).
-_BACKEND_FOR_KIND = {"llm": "llm", "t5": "t5", "listwise": "listwise"}
-
-
 def refuse_generative(model: str) -> None:
     """Raise when the folder ``model`` holds a causal-LM, T5 or vision-language reranker.
 
@@ -173,16 +170,10 @@ def refuse_generative(model: str) -> None:
     """
     kind = generative_kind(model) if Path(model).expanduser().is_dir() else None
     if kind is not None:
-        backend = _BACKEND_FOR_KIND.get(kind)
-        fix = (
-            f"Use backend={backend!r} (or leave backend= unset)."
-            if backend is not None
-            else "rerankit has no backend for it yet."
-        )
         raise ConfigurationError(
             f"{model!r} is {GENERATIVE_KINDS[kind]}, which the cross-encoder backend cannot run "
             "(nor rerankit export): loaded as a sequence classifier it gets a randomly "
-            f"initialised head and scores noise. {fix}"
+            f"initialised head and scores noise. Use backend={kind!r} (or leave backend= unset)."
         )
 
 

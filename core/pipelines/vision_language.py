@@ -574,6 +574,7 @@ def load_vision_language(
     backend's.
     """
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText
+    from transformers.utils import logging as transformers_logging
 
     hub = {name: options[name] for name in HUB_OPTIONS}
     adapter = _adapter_config(config.model, hub)
@@ -591,6 +592,9 @@ def load_vision_language(
         )
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device) if device.type != "cuda" else _cuda_dtype(config)
+    verbosity = transformers_logging.get_verbosity()
+    if family.head is not None:  # its head's weights are "unexpected" here: they load below
+        transformers_logging.set_verbosity_error()
     try:
         loaded: Any = AutoModelForImageTextToText.from_pretrained(
             base,
@@ -602,6 +606,8 @@ def load_vision_language(
         )
     except (OSError, ValueError) as exc:
         raise _load_error(base, exc) from exc
+    finally:
+        transformers_logging.set_verbosity(verbosity)
     model, loading = loaded
     untrained = sorted(
         key
