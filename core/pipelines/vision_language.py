@@ -594,7 +594,7 @@ def load_vision_language(
     dtype = resolve_dtype(config.dtype, device) if device.type != "cuda" else _cuda_dtype(config)
     verbosity = transformers_logging.get_verbosity()
     if family.head is not None:  # its head's weights are "unexpected" here: they load below
-        transformers_logging.set_verbosity_error()
+        transformers_logging.set_verbosity(logging.ERROR)
     try:
         loaded: Any = AutoModelForImageTextToText.from_pretrained(
             base,
