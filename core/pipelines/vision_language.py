@@ -84,15 +84,14 @@ class VisionFamily:
     ``answers`` are the (negative, positive) vocabulary tokens read at the last position; a
     family with ``head`` instead reads the last hidden state through that score head (its
     weights named ``head`` in the checkpoint), minus ``bias``. ``suffix_ids`` are token ids put
-    after the tokenized prompt. ``names`` (a regex), ``architectures`` and ``model_types``
-    recognise a model. ``max_pixels`` / ``min_pixels``: the family's default pixel budget per
+    after the tokenized prompt. ``names`` (a regex) and ``architectures`` recognise a
+    model. ``max_pixels`` / ``min_pixels``: the family's default pixel budget per
     image (``None``: the model's image processor's own).
     """
 
     name: str
     names: str
     architectures: tuple[str, ...]
-    model_types: tuple[str, ...]
     prompt: str
     image_document: str | None
     text_document: str | None
@@ -113,7 +112,7 @@ class VisionFamily:
 
 @dataclass(frozen=True, slots=True)
 class _Encoded:
-    """One (query, document) prompt as ids, with its image (if any) and its multimodal types."""
+    """One (query, document) prompt as ids, its image's key (or None), and whether it was cut."""
 
     ids: list[int]
     image: Any  # the image's key in the call's image table, or None
@@ -472,11 +471,6 @@ def _token_id(tokenizer: Any, token: str, name: str) -> int:
     return int(token_id)
 
 
-def matches(family: VisionFamily, model: str) -> bool:
-    """Whether ``model``'s name matches ``family``'s name pattern."""
-    return re.search(family.names, model.strip().lower()) is not None
-
-
 # lightonai/MonoQwen2-VL-v0.1, as rerankers' MonoVLMRanker scores it: Qwen2-VL's chat template
 # (its default system turn), the page image, then the question. It reads the image only: a
 # caption or OCR text on an image document is not part of its prompt.
@@ -484,7 +478,6 @@ MONOVLM = VisionFamily(
     name="monovlm",
     names=r"monoqwen2?-vl|monovlm",
     architectures=("Qwen2VLForConditionalGeneration",),
-    model_types=("qwen2_vl",),
     prompt=(
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
         "{document}Assert the relevance of the previous image document to the following query, "
@@ -501,7 +494,6 @@ QWEN3_VL = VisionFamily(
     name="qwen3-vl",
     names=r"qwen3-vl-reranker",
     architectures=("Qwen3VLForConditionalGeneration",),
-    model_types=("qwen3_vl",),
     prompt=(
         "<|im_start|>system\nJudge whether the Document meets the requirements based on the "
         'Query and the Instruct provided. Note that the answer can only be "yes" or "no".'
@@ -525,7 +517,6 @@ JINA_M0 = VisionFamily(
     name="jina-m0",
     names=r"jina-reranker-m0",
     architectures=("JinaVLForRanking",),
-    model_types=("qwen2_vl",),
     prompt="{document}\n**Query**:\n{query}",
     image_document="**Document**:\n{image}",
     text_document="**Document**:\n{text}",
