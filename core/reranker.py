@@ -267,10 +267,10 @@ class Reranker:
         return passages
 
     def _check_takes_images(self, requests: list[_Prepared]) -> None:
-        """Refuse image documents for a text-only backend (a fallback's, here).
+        """Refuse image documents when this reranker, a fallback, ranks text only.
 
-        The answering reranker may be a fallback of a backend that takes images: it must get
-        a typed error, never objects it cannot read.
+        The primary refuses them per request in :meth:`_passages`; a fallback of a backend that
+        takes images must get a typed error, never objects it cannot read.
         """
         if self._backend.accepts_images:
             return
@@ -293,11 +293,10 @@ class Reranker:
         nonempty = _nonempty(requests)
         if not nonempty:
             return [Scores(values=[]) for _ in requests], self
-        self._check_takes_images(requests)
         try:
             scored = self._backend.score_many(nonempty, top_k=top_k)
         except ServiceUnavailableError as exc:
-            return self._fallback_for(exc)._score_many(requests, top_k)
+            return self._fallback_for(exc, requests)._score_many(requests, top_k)
         return self._spread(requests, scored), self
 
     async def _ascore_many(
@@ -306,11 +305,10 @@ class Reranker:
         nonempty = _nonempty(requests)
         if not nonempty:
             return [Scores(values=[]) for _ in requests], self
-        self._check_takes_images(requests)
         try:
             scored = await self._backend.ascore_many(nonempty, top_k=top_k)
         except ServiceUnavailableError as exc:
-            return await self._fallback_for(exc)._ascore_many(requests, top_k)
+            return await self._fallback_for(exc, requests)._ascore_many(requests, top_k)
         return self._spread(requests, scored), self
 
     def _spread(self, requests: list[_Prepared], scored: list[Scores]) -> list[Scores]:
@@ -324,9 +322,11 @@ class Reranker:
         answers = iter(scored)
         return [next(answers) if r.texts else Scores(values=[]) for r in requests]
 
-    def _fallback_for(self, exc: ServiceUnavailableError) -> Reranker:
+    def _fallback_for(self, exc: ServiceUnavailableError, requests: list[_Prepared]) -> Reranker:
+        """The fallback that answers ``requests`` now; it must be able to read them."""
         if self._fallback is None:
             raise exc
+        self._fallback._check_takes_images(requests)
         logger.warning(
             "%s backend unavailable (%s: %s); answering with fallback %r",
             self.backend_name,

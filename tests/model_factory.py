@@ -271,6 +271,30 @@ def _generative_training_text() -> list[str]:
 
 def _qwen2_tokenizer(vocab_size: int = 700) -> object:
     """A byte-level BPE in the Qwen2 tokenizer class, trained here, chat tokens kept whole."""
+    return qwen2_bpe_tokenizer(
+        _generative_training_text(),
+        vocab_size=vocab_size,
+        trained=QWEN_CHAT_TOKENS,
+        special=QWEN_CHAT_TOKENS[1:],
+        plain=QWEN_THINK_TOKENS,
+        model_max_length=4096,
+    )
+
+
+def qwen2_bpe_tokenizer(
+    texts: list[str],
+    *,
+    vocab_size: int,
+    trained: list[str],
+    special: list[str],
+    plain: list[str],
+    model_max_length: int,
+) -> Any:
+    """A byte-level BPE with Qwen2's pre-tokenizer, trained on ``texts``, in ``Qwen2Tokenizer``.
+
+    ``trained`` are special tokens given to the BPE trainer (the first is the padding token);
+    ``special`` and ``plain`` are added afterwards as special and as ordinary whole tokens.
+    """
     from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
@@ -284,21 +308,21 @@ def _qwen2_tokenizer(vocab_size: int = 700) -> object:
     )
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=QWEN_CHAT_TOKENS,
+        special_tokens=trained,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    backend.train_from_iterator(_generative_training_text(), trainer)
+    backend.train_from_iterator(texts, trainer)
     model = json.loads(backend.to_str())["model"]
     tokenizer = Qwen2Tokenizer(
         vocab=model["vocab"],
         merges=[tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]],
         unk_token=None,
         eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        model_max_length=4096,
+        pad_token=trained[0],
+        model_max_length=model_max_length,
     )
-    tokenizer.add_tokens([AddedToken(t, special=True) for t in QWEN_CHAT_TOKENS[1:]])
-    tokenizer.add_tokens([AddedToken(t, special=False) for t in QWEN_THINK_TOKENS])
+    tokenizer.add_tokens([AddedToken(t, special=True) for t in special])
+    tokenizer.add_tokens([AddedToken(t, special=False) for t in plain])
     return tokenizer
 
 

@@ -12,7 +12,7 @@ import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tests.model_factory import SEED, _generative_training_text
+from tests.model_factory import SEED, _generative_training_text, qwen2_bpe_tokenizer
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -161,34 +161,14 @@ def qwen_vl_tokenizer(vocab_size: int = 800) -> Any:
     The chat and vision markers are added special tokens, ``<think>``/``</think>`` added tokens,
     and ``True``, ``False``, ``yes``, ``no`` single tokens; the Qwen2-VL chat template is set.
     """
-    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
-    from transformers import Qwen2Tokenizer
-    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
-
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(PRETOKENIZE_REGEX, behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    trainer = trainers.BpeTrainer(
+    tokenizer = qwen2_bpe_tokenizer(
+        _vl_training_text(),
         vocab_size=vocab_size,
-        special_tokens=QWEN_VL_SPECIAL_TOKENS[:1],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    backend.train_from_iterator(_vl_training_text(), trainer)
-    model = json.loads(backend.to_str())["model"]
-    tokenizer: Any = Qwen2Tokenizer(
-        vocab=model["vocab"],
-        merges=[tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]],
-        unk_token=None,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
+        trained=QWEN_VL_SPECIAL_TOKENS[:1],
+        special=QWEN_VL_SPECIAL_TOKENS[1:],
+        plain=QWEN_VL_THINK_TOKENS,
         model_max_length=32768,
     )
-    tokenizer.add_tokens([AddedToken(t, special=True) for t in QWEN_VL_SPECIAL_TOKENS[1:]])
-    tokenizer.add_tokens([AddedToken(t, special=False) for t in QWEN_VL_THINK_TOKENS])
     for word in ANSWER_WORDS:
         ids = tokenizer(word, add_special_tokens=False)["input_ids"]
         assert ids == [tokenizer.convert_tokens_to_ids(word)], (word, ids)
@@ -238,6 +218,17 @@ def _scale_weights(model: Any, *, std: float, embed_std: float, seed: int) -> No
             if param.dim() >= 2:
                 scale = embed_std if "embed_tokens" in name else std
                 param.copy_(torch.randn(param.shape, generator=generator) * scale)
+
+
+def vision_token_ids(tokenizer: Any) -> dict[str, int]:
+    """The config's ids of the image and video markers, as the tokenizer has them."""
+    tid = tokenizer.convert_tokens_to_ids
+    return {
+        "image_token_id": tid("<|image_pad|>"),
+        "video_token_id": tid("<|video_pad|>"),
+        "vision_start_token_id": tid("<|vision_start|>"),
+        "vision_end_token_id": tid("<|vision_end|>"),
+    }
 
 
 def tiny_qwen2_vl(out: Path) -> Path:
@@ -429,10 +420,7 @@ def tiny_qwen3_vl(out: Path) -> Path:
             "num_position_embeddings": 64,  # a square: an 8x8 grid of learned positions
             "deepstack_visual_indexes": [0],
         },
-        image_token_id=tid("<|image_pad|>"),
-        video_token_id=tid("<|video_pad|>"),
-        vision_start_token_id=tid("<|vision_start|>"),
-        vision_end_token_id=tid("<|vision_end|>"),
+        **vision_token_ids(tokenizer),
         tie_word_embeddings=True,
     )
     model = Qwen3VLForConditionalGeneration(config).eval()
@@ -668,10 +656,7 @@ def scaled_qwen2_vl(
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
         },
-        image_token_id=tid("<|image_pad|>"),
-        video_token_id=tid("<|video_pad|>"),
-        vision_start_token_id=tid("<|vision_start|>"),
-        vision_end_token_id=tid("<|vision_end|>"),
+        **vision_token_ids(tokenizer),
         tie_word_embeddings=True,
     )
     model = Qwen2VLForConditionalGeneration(config).eval()

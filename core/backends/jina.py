@@ -270,13 +270,9 @@ class JinaBackend(Backend):
     def _image(self, source: ImageSource, payloads: dict[Any, str]) -> str:
         """``source`` as sent: a URL as given, else raw base64 read within ``max_image_bytes``."""
         key = image_key(source)
-        try:
-            known = payloads.get(key)
-        except TypeError:  # an unhashable key: read it every time
-            return image_payload(source, self.image_policy)
-        if known is None:
-            known = payloads[key] = image_payload(source, self.image_policy)
-        return known
+        if key not in payloads:
+            payloads[key] = image_payload(source, self.image_policy)
+        return payloads[key]
 
     def _truncate(self, texts: Sequence[str]) -> tuple[list[str], int]:
         limit = self.options["max_document_tokens"] * BYTES_PER_TOKEN

@@ -199,11 +199,12 @@ class VisionLanguagePipeline:
     def _score_many(self, requests: Sequence[tuple[str, Sequence[Passage]]]) -> list[Scores]:
         self._check_documents(requests)
         images: dict[Any, _Image] = {}
+        rooms: dict[tuple[str, str], int] = {}
         encoded: list[_Encoded] = []
         for query, passages in requests:
             query = self._cap(query, self.max_query_length)[0]
             for passage in passages:
-                encoded.append(self._encode(query, passage, images))
+                encoded.append(self._encode(query, passage, images, rooms))
         values = np.zeros(len(encoded), dtype=np.float64)
         batches = length_sorted_batches(
             [len(e.ids) for e in encoded],
@@ -253,7 +254,15 @@ class VisionLanguagePipeline:
             return text, False
         return text[: offsets[limit - 1][1]] if limit > 0 else "", True
 
-    def _encode(self, query: str, passage: Passage, images: dict[Any, _Image]) -> _Encoded:
+    def _encode(
+        self,
+        query: str,
+        passage: Passage,
+        images: dict[Any, _Image],
+        rooms: dict[tuple[str, str], int],
+    ) -> _Encoded:
+        """One pair's ids. ``images`` and ``rooms`` (text tokens left beside a query's prompt)
+        are shared by the pairs of one call, so each is worked out once."""
         if isinstance(passage, ImagePassage):
             key = image_key(passage.image)
             if key not in images:
@@ -265,8 +274,10 @@ class VisionLanguagePipeline:
         assert template is not None  # checked by _check_documents
         truncated = False
         if text and "{text}" in template:
-            fixed = self._tokenize(self._pieces(query, template, "", image_tokens=1))
-            text, truncated = self._cap(text, max(self.max_length - len(fixed), 0))
+            if (query, template) not in rooms:
+                fixed = self._tokenize(self._pieces(query, template, "", image_tokens=1))
+                rooms[query, template] = max(self.max_length - len(fixed), 0)
+            text, truncated = self._cap(text, rooms[query, template])
         ids = self._tokenize(self._pieces(query, template, text, image_tokens=tokens))
         if ids.count(self.image_pad_id) != tokens:
             raise BackendError(

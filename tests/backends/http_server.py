@@ -12,6 +12,15 @@ from typing import Any, TypeVar
 
 Server = TypeVar("Server", bound=ThreadingHTTPServer)
 
+# Client settings for talking to these servers: short timeouts and backoffs, so fault tests
+# with retries take milliseconds.
+FAST: dict[str, Any] = {
+    "backoff_initial": 0.01,
+    "backoff_max": 0.05,
+    "timeout": 2.0,
+    "connect_timeout": 1.0,
+}
+
 
 class JSONHandler(BaseHTTPRequestHandler):
     """A request handler that answers JSON and keeps the test output quiet."""

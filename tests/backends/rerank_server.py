@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from tests.backends.http_server import JSONHandler, ScriptedServer, serving
+from rerankit import Reranker, Secret
+from tests.backends.http_server import FAST, JSONHandler, ScriptedServer, serving
 
 # Each scripted step is one of: "ok", ("status", code, retry_after|None), ("slow", seconds),
 # "drop", "invalid-json", "missing-index", "duplicate-index". Once the script is used up, every
@@ -73,3 +74,14 @@ def running_server(max_seconds: float = 120.0) -> Iterator[RerankServer]:
     """Serve in a thread; stops at exit, or by itself after ``max_seconds``."""
     with serving(RerankServer(), max_seconds) as server:
         yield server
+
+
+def jina_reranker(server_url: str, model: str, **options: object) -> Reranker:
+    """A ``jina`` backend reranker for ``model`` on a test server, with :data:`FAST` settings."""
+    return Reranker(
+        model,
+        backend="jina",
+        base_url=server_url,
+        api_key=Secret.from_token("local-test-key"),
+        **{**FAST, **options},
+    )

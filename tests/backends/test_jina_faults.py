@@ -22,7 +22,13 @@ from rerankit import (
     Secret,
     ServerError,
 )
-from tests.backends.rerank_server import RerankServer, relevance, running_server
+from tests.backends.http_server import FAST
+from tests.backends.rerank_server import (
+    RerankServer,
+    jina_reranker,
+    relevance,
+    running_server,
+)
 
 QUERY = "protein folding in cells"
 DOCS = [
@@ -35,12 +41,6 @@ DOCS = [
     "protein",
     "a recipe for bread",  # a duplicate text stays a separate document
 ]
-FAST: dict[str, Any] = {
-    "backoff_initial": 0.01,
-    "backoff_max": 0.05,
-    "timeout": 2.0,
-    "connect_timeout": 1.0,
-}
 
 
 @pytest.fixture
@@ -50,13 +50,7 @@ def server() -> Iterator[RerankServer]:
 
 
 def _reranker(server_url: str, **options: object) -> Reranker:
-    return Reranker(
-        "jina-reranker-v2-base-multilingual",
-        backend="jina",
-        base_url=server_url,
-        api_key=Secret.from_token("local-test-key"),
-        **{**FAST, **options},
-    )
+    return jina_reranker(server_url, "jina-reranker-v2-base-multilingual", **options)
 
 
 def _assert_complete(result: RankResult) -> None:

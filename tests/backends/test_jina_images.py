@@ -16,21 +16,20 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from rerankit import Document, InvalidInputError, Reranker, Secret
+from rerankit import Document, InvalidInputError, Reranker
 from rerankit.backends.jina import IMAGE_TOKENS
-from tests.backends.rerank_server import RerankServer, relevance, running_server
+from tests.backends.rerank_server import (
+    RerankServer,
+    jina_reranker,
+    relevance,
+    running_server,
+)
 from tests.image_backend import png
 
 QUERY = "red pages about cells"
 RED = png((250, 10, 10))
 RED_B64 = base64.b64encode(RED).decode("ascii")
 URL = "https://images.example.invalid/pages/7.png?size=large"  # never fetched here
-FAST: dict[str, Any] = {
-    "backoff_initial": 0.01,
-    "backoff_max": 0.05,
-    "timeout": 2.0,
-    "connect_timeout": 1.0,
-}
 
 
 @pytest.fixture
@@ -40,13 +39,7 @@ def server() -> Iterator[RerankServer]:
 
 
 def _reranker(server_url: str, **options: object) -> Reranker:
-    return Reranker(
-        "jina-reranker-m0",
-        backend="jina",
-        base_url=server_url,
-        api_key=Secret.from_token("local-test-key"),
-        **{**FAST, **options},
-    )
+    return jina_reranker(server_url, "jina-reranker-m0", **options)
 
 
 def _pil() -> Image.Image:

@@ -33,6 +33,7 @@ from rerankit import (
 )
 from rerankit.backends.listwise import ListwiseBackend
 from tests.backends.chat_server import ChatServer, passages_of, running_chat_server
+from tests.backends.http_server import FAST
 
 MODEL = "castorini/rank_zephyr_7b_v1_full"
 QUERY = "which protein repairs DNA?"
@@ -46,12 +47,6 @@ DOCS = [
     "d5 score 7 repair",
 ]
 RIGHT = [2, 5, 0, 3, 1, 4]
-FAST: dict[str, Any] = {
-    "backoff_initial": 0.01,
-    "backoff_max": 0.05,
-    "timeout": 2.0,
-    "connect_timeout": 1.0,
-}
 
 
 @pytest.fixture

@@ -163,7 +163,7 @@ def test_markup_in_queries_and_documents_stays_text(
 
 def test_markup_in_text_is_tokenized_as_text(qwen3_vl: Reranker) -> None:
     pipeline = qwen3_vl.backend.pipeline
-    plain = pipeline._encode(QUERY, "x <|im_end|> y", {})
+    plain = pipeline._encode(QUERY, "x <|im_end|> y", {}, {})
     assert plain.ids.count(pipeline.tokenizer.convert_tokens_to_ids("<|im_end|>")) == 2
 
 
