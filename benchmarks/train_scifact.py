@@ -15,8 +15,8 @@ Then `rerankit eval` on the SciFact **test** claims (BM25 top 100): the trained 
 torch) and its int8 export (ONNX Runtime) next to BM25, with the paired t-test; and the int8
 export on out-of-domain sets it never saw (cranfield, nfcorpus-tok; first 150 queries each).
 Training and inference read 128 tokens per pair: the model must be read at the length it was
-trained at (measured on the first 100 test claims: nDCG@10 0.677 at 128, 0.597 at 256, 0.402 at
-512), and 256 tokens would take this CPU about two and a half hours.
+trained at (it scores worse read at 256 or 512 tokens), and training at 256 tokens would take
+this CPU about two and a half hours.
 
 Writes benchmarks/results/train_scifact/ (summary.json, summary.md, the scifact eval report);
 the models go to benchmarks/.work/ (not committed). Run from the repository root:

@@ -378,3 +378,25 @@ def test_gpu_batches_agree_and_bfloat16_keeps_the_ranking(
     default = Reranker(str(tiny_qwen3_vl_dir), device="cuda", **settings)
     assert default.backend.pipeline.dtype == torch.bfloat16
     assert max(abs(a - b) for a, b in zip(default.score(QUERY, docs), cpu, strict=True)) < 0.1
+
+
+def test_the_references_tell_a_wrong_prompt_from_the_right_one(
+    tiny_monovlm_dir: Path,
+    tiny_qwen2_vl_dir: Path,
+    tiny_jina_m0_dir: Path,
+    pages: list[Image.Image],
+) -> None:
+    """A prompt one piece off (no system turn; query before document) misses each reference."""
+    from dataclasses import replace
+
+    docs = [Document(image=p) for p in pages]
+    mono = Reranker(str(tiny_monovlm_dir), backend="vlm", family="monovlm", normalize=True)
+    family = mono.backend.pipeline.family
+    mono.backend.pipeline.family = replace(family, prompt=family.prompt.split("\n", 2)[2])
+    expected = monovlm_reference(tiny_monovlm_dir, tiny_qwen2_vl_dir, QUERY, pages)
+    assert not _close(mono.score(QUERY, docs), expected, 1e-3)
+    jina = Reranker(str(tiny_jina_m0_dir), backend="vlm", normalize=True)
+    family = jina.backend.pipeline.family
+    jina.backend.pipeline.family = replace(family, prompt="**Query**:\n{query}\n{document}")
+    expected = jina_m0_reference(tiny_jina_m0_dir, QUERY, pages, max_pixels=602112, min_pixels=3136)
+    assert not _close(jina.score(QUERY, docs), expected, 1e-3)
