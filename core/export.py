@@ -2,6 +2,11 @@
 
 The folder runs on the ``flashrank`` backend with ONNX Runtime alone: a torch-free CPU path for
 any model the cross-encoder backend loads (BGE, ms-marco, ...).
+
+BERT-family encoders are fused with ONNX Runtime's transformer optimizer before quantization
+(attention, GELU, skip-LayerNorm and embedding kernels; int8 attention then runs as one
+``QAttention`` op). The fused graph is kept only if it gives the unfused graph's logits on a
+padded sample batch; ``fuse=False`` keeps standard ONNX ops only, for other runtimes.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import logging
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 from rerankit._optional import require
 from rerankit.errors import BackendError, ConfigurationError
@@ -19,6 +25,8 @@ logger = logging.getLogger("rerankit")
 
 QUANTIZATIONS = ("int8",)
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# Encoders whose graphs ONNX Runtime's "bert" optimizer fuses (checked per export, see above).
+FUSABLE = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "electra"})
 
 
 def export_onnx(
@@ -27,9 +35,12 @@ def export_onnx(
     *,
     quantize: str | None = None,
     opset: int = 17,
+    fuse: bool = True,
     trust_remote_code: bool = False,
 ) -> Path:
     """Write ``model`` as ``model.onnx`` (or ``model_int8.onnx``) plus its tokenizer files.
+
+    ``fuse=False`` skips ONNX Runtime's kernel fusion (see the module doc).
 
     >>> export_onnx("BAAI/bge-reranker-base", "bge-onnx", quantize="int8")  # doctest: +SKIP
     """
@@ -70,6 +81,7 @@ def export_onnx(
     names = [name for name in INPUTS if name in sample]
     axes = {name: {0: "batch", 1: "sequence"} for name in names}
     with tempfile.TemporaryDirectory() as scratch:
+        traced = Path(scratch) / "traced.onnx"
         fp32 = (Path(scratch) if quantize else out) / "model.onnx"
         with torch.inference_mode(), warnings.catch_warnings():
             # Tracing warns about shape checks that are constant for these models.
@@ -79,23 +91,68 @@ def export_onnx(
             torch.onnx.export(
                 network,
                 tuple(sample[name] for name in names),
-                str(fp32),
+                str(traced),
                 input_names=names,
                 output_names=["logits"],
                 dynamic_axes={**axes, "logits": {0: "batch"}},
                 opset_version=opset,
                 dynamo=False,
             )
+        batch = tokenizer(
+            ["a query", "a longer query about cells"],
+            ["a passage to score", "a much longer passage " * 8],
+            padding=True,
+            return_tensors="np",
+        )
+        fused = fuse and _fuse(traced, fp32, network.config, {n: batch[n] for n in names})
+        if not fused:
+            traced.replace(fp32)
         if quantize == "int8":
             quantization = require(
                 "onnxruntime.quantization", extra="flashrank", purpose="int8 quantization"
             )
             quantization.quantize_dynamic(
-                str(fp32), str(out / "model_int8.onnx"), weight_type=quantization.QuantType.QInt8
+                str(fp32),
+                str(out / "model_int8.onnx"),
+                weight_type=quantization.QuantType.QInt8,
+                # Fused ops come from ONNX Runtime's domain, which shape inference cannot type.
+                extra_options={"DefaultTensorType": 1},  # onnx.TensorProto.FLOAT
             )
     tokenizer.save_pretrained(out)
     network.config.save_pretrained(out)
     specials = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
     (out / "special_tokens_map.json").write_text(json.dumps(specials, indent=2), encoding="utf-8")
-    logger.info("exported %s to %s (%s)", model, out, quantize or "fp32")
+    kind = f"{quantize or 'fp32'}, {'fused' if fused else 'unfused'}"
+    logger.info("exported %s to %s (%s)", model, out, kind)
     return out
+
+
+def _fuse(traced: Path, fused: Path, config: Any, batch: dict[str, Any]) -> bool:
+    """Write ``traced`` with ONNX Runtime's fused kernels to ``fused``; False (nothing written)
+    when the model type is not fusable or the fused graph's logits differ on ``batch``."""
+    if config.model_type not in FUSABLE:
+        logger.info("no ONNX Runtime fusion for model type %r: exported unfused", config.model_type)
+        return False
+    import numpy as np
+
+    ort = require("onnxruntime", extra="flashrank", purpose="ONNX export")
+    optimizer = require("onnxruntime.transformers.optimizer", extra="flashrank", purpose="fusion")
+    optimized = optimizer.optimize_model(
+        str(traced),
+        model_type="bert",
+        num_heads=config.num_attention_heads,
+        hidden_size=config.hidden_size,
+        opt_level=0,  # the optimizer's own fusions only: the file stays hardware-neutral
+    )
+    optimized.save_model_to_file(str(fused))
+    logits = [
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, batch)[0]
+        for path in (traced, fused)
+    ]
+    if not np.allclose(logits[0], logits[1], rtol=1e-3, atol=1e-3):
+        logger.warning(
+            "ONNX Runtime's fused graph changes this model's scores; exported it unfused"
+        )
+        fused.unlink()
+        return False
+    return True

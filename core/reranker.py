@@ -370,12 +370,15 @@ class Reranker:
                 for key, value in scores.usage.items():
                     self._usage[key] = self._usage.get(key, 0.0) + value
         if scores.truncated:
+            limit = self._config.max_length if scores.max_tokens is None else scores.max_tokens
             logger.warning(
-                "%s: %d of %d documents were truncated to %d tokens",
+                "%s: %d of %d documents were truncated to %s",
                 self._config.model,
                 scores.truncated,
                 expected,
-                self._config.max_length if scores.max_tokens is None else scores.max_tokens,
+                f"{limit} tokens"
+                if scores.windows == 1
+                else f"{scores.windows} windows of {limit} tokens",
             )
         return scores
 

@@ -110,3 +110,4 @@ class Scores:
     truncated: int = 0
     usage: Mapping[str, float] = field(default_factory=dict)
     max_tokens: int | None = None  # the length documents were truncated to, for the warning
+    windows: int = 1  # windows of max_tokens each document was read as (max_windows), likewise

@@ -46,6 +46,17 @@ HUB_OPTIONS: dict[str, Option] = {
     "trust_remote_code": Option("bool", False, "run the model folder's own Python code"),
 }
 
+# Options shared by the pair-encoder backends (cross-encoder, flashrank).
+WINDOW_OPTIONS: dict[str, Option] = {
+    "max_windows": Option(
+        "int",
+        1,
+        "score a passage longer than max_length as up to this many windows of it and keep the "
+        "best window's score (MaxP); 1 truncates it",
+        minimum=1,
+    ),
+}
+
 
 class Backend(ABC):
     """Base class for scoring backends.

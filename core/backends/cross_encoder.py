@@ -24,7 +24,7 @@ from tokenizers import Tokenizer
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rerankit.backends._device import resolve_device, resolve_dtype
-from rerankit.backends.base import HUB_OPTIONS, Backend, Request
+from rerankit.backends.base import HUB_OPTIONS, WINDOW_OPTIONS, Backend, Request
 from rerankit.config import RerankerConfig
 from rerankit.errors import BackendError, ConfigurationError
 from rerankit.options import Option, OptionSchema
@@ -53,7 +53,8 @@ class CrossEncoderBackend(Backend):
     >>> rr.score("what is DNA?", ["DNA is a molecule", "a cat"])  # doctest: +SKIP
 
     Options: ``max_query_length``, ``max_batch_tokens``, ``allow_untrained_head``,
-    ``revision``, ``cache_dir``, ``trust_remote_code`` (``rerankit info`` describes them).
+    ``max_windows``, ``revision``, ``cache_dir``, ``trust_remote_code`` (``rerankit info``
+    describes them).
     """
 
     name: ClassVar[str] = "cross-encoder"
@@ -73,6 +74,7 @@ class CrossEncoderBackend(Backend):
             "load a checkpoint whose head would be randomly initialised (scores are noise; "
             "for tests and benchmarks)",
         ),
+        **WINDOW_OPTIONS,
         **HUB_OPTIONS,
     }
 
@@ -120,6 +122,7 @@ class CrossEncoderBackend(Backend):
             pad_id=0 if pad_id is None else int(pad_id),  # padding is masked: any id works
             normalize=config.normalize,
             name=config.model,
+            max_windows=self.options["max_windows"],
         )
         self.scale = self.pipeline.scale
 

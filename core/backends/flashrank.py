@@ -32,7 +32,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 from tokenizers import AddedToken, Tokenizer
 
-from rerankit.backends.base import Backend, Request
+from rerankit.backends.base import WINDOW_OPTIONS, Backend, Request
 from rerankit.config import RerankerConfig
 from rerankit.errors import BackendError, ConfigurationError
 from rerankit.options import Option, OptionSchema
@@ -96,6 +96,7 @@ class FlashRankBackend(Backend):
             "int", None, "query tokens at most; max_length // 2 when unset", minimum=1
         ),
         "max_batch_tokens": Option("int", 8192, "padded tokens per batch", minimum=1),
+        **WINDOW_OPTIONS,
     }
 
     def __init__(self, config: RerankerConfig) -> None:
@@ -132,6 +133,7 @@ class FlashRankBackend(Backend):
             pad_id=pad_id,
             normalize=config.normalize,
             name=str(model_file),
+            max_windows=self.options["max_windows"],
         )
         self.scale = self.pipeline.scale
 

@@ -7,12 +7,15 @@ the pipeline
 
 1. tokenizes each unique query and each unique passage once, without special tokens or
    truncation;
-2. caps each query at ``max_query_length`` tokens and truncates each passage to fit
-   ``max_length`` (counted in :attr:`Scores.truncated <rerankit.types.Scores.truncated>`);
+2. caps each query at ``max_query_length`` tokens and fits each passage into ``max_length``:
+   truncated, or with ``max_windows > 1`` cut into up to that many windows that each fit
+   (passage tokens left over are counted in :attr:`Scores.truncated
+   <rerankit.types.Scores.truncated>`);
 3. groups the pairs into length-sorted batches under ``batch_size`` and ``max_batch_tokens``;
 4. assembles each pair with a :class:`PairTemplate` (special tokens and type ids), pads the
    batch (right or left) and calls ``forward``;
-5. maps logits to scores with :func:`head_scores` and scatters them back in input order.
+5. maps logits to scores with :func:`head_scores`, keeps each passage's best window (MaxP) and
+   scatters the scores back in input order.
 
 Steps 1-3 and 5 do not depend on the model kind: a causal-LM or T5 reranker (``prefix + query +
 middle + passage + suffix``, with prompt text around each query and passage; left padding and
@@ -199,7 +202,10 @@ class PairEncoderPipeline:
     returns its logits; ``name`` names the model in errors. ``max_passage_length`` caps every
     passage before it is fitted into ``max_length`` (FlagEmbedding's LLM rerankers do). A query
     capped at ``max_query_length`` keeps the template's text after it (``query_text[1]``).
-    Thread-safe: one call tokenizes and runs the model at a time.
+    ``max_windows`` > 1 scores a passage that does not fit as consecutive windows of the tokens
+    that fit (the last one ends where the passage does) and keeps the best window's score, as
+    BERT-MaxP does for long documents. Thread-safe: one call tokenizes and runs the model at a
+    time.
 
     >>> pipeline = PairEncoderPipeline(tokenizer, forward, max_length=512, batch_size=32,
     ...     max_batch_tokens=4096, pad_id=0, normalize=False, name="my-model")  # doctest: +SKIP
@@ -220,8 +226,11 @@ class PairEncoderPipeline:
         name: str,
         max_query_length: int | None = None,
         max_passage_length: int | None = None,
+        max_windows: int = 1,
         template: PairTemplate | None = None,
     ) -> None:
+        if max_windows < 1:
+            raise ConfigurationError(f"max_windows must be at least 1, got {max_windows}")
         tokenizer.no_truncation()
         tokenizer.no_padding()
         self.template = PairTemplate.from_tokenizer(tokenizer) if template is None else template
@@ -230,6 +239,7 @@ class PairEncoderPipeline:
             max_query_length, max_length, self.template.reserved_tokens
         )
         self.max_passage_length = max_passage_length
+        self.max_windows = max_windows
         # A capped query keeps the ids of the text after it (the prompt's "\n" before the
         # passage), cut from its own end instead.
         closing = self.template.query_text[1]
@@ -262,6 +272,7 @@ class PairEncoderPipeline:
             )
             reserved = self.template.reserved_tokens
             pairs: list[tuple[list[int], list[int]]] = []
+            owners: list[int] = []  # the passage (flat index) of each pair
             truncated: list[bool] = []
             for query, texts in requests:
                 query_ids = queries[query]
@@ -270,8 +281,10 @@ class PairEncoderPipeline:
                     budget = min(budget, self.max_passage_length)
                 for text in texts:
                     passage_ids = passages[text]
-                    truncated.append(len(passage_ids) > budget)
-                    pairs.append((query_ids, passage_ids[:budget]))
+                    truncated.append(len(passage_ids) > budget * self.max_windows)
+                    for window in self._windows(passage_ids, budget):
+                        pairs.append((query_ids, window))
+                        owners.append(len(truncated) - 1)
             lengths = [reserved + len(q) + len(p) for q, p in pairs]
             values = np.zeros(len(pairs), dtype=np.float64)
             for batch in length_sorted_batches(
@@ -279,7 +292,22 @@ class PairEncoderPipeline:
             ):
                 logits = self._forward(self._pad([pairs[i] for i in batch]))
                 values[batch] = head_scores(logits, normalize=self.normalize, model=self.name)
-        return self._scatter(requests, values.tolist(), truncated, lengths)
+        best = np.full(len(truncated), -np.inf)
+        np.maximum.at(best, owners, values)
+        tokens = np.zeros(len(truncated), dtype=np.int64)
+        np.add.at(tokens, owners, lengths)
+        return self._scatter(requests, best.tolist(), truncated, tokens.tolist())
+
+    def _windows(self, passage: list[int], budget: int) -> list[list[int]]:
+        """The passage as it is scored: its first ``budget`` tokens, or with ``max_windows`` > 1
+        up to that many consecutive windows of ``budget`` tokens, the last one ending where the
+        passage does unless the passage needs more windows than that."""
+        if len(passage) <= budget or self.max_windows == 1 or budget < 1:
+            return [passage[:budget]]
+        starts = list(range(0, len(passage), budget))[: self.max_windows]
+        if starts[-1] + budget >= len(passage):
+            starts[-1] = len(passage) - budget  # a full last window, overlapping the one before
+        return [passage[start : start + budget] for start in starts]
 
     def _tokenize_queries(self, queries: list[str]) -> dict[str, list[int]]:
         before, after = self.template.query_text
@@ -342,6 +370,7 @@ class PairEncoderPipeline:
                     truncated=sum(truncated[span]),
                     usage={"total_tokens": float(sum(lengths[span]))},
                     max_tokens=self.max_length,
+                    windows=self.max_windows,
                 )
             )
             start = span.stop

@@ -9,6 +9,9 @@ from pathlib import Path
 from rerankit.training.data import TrainingData
 from rerankit.training.trainer import TrainOutcome, TrainSettings
 
+# Windows per passage in the card's examples (``max_windows``).
+WINDOWS = 4
+
 
 def write_card(
     out: Path, data: TrainingData, settings: TrainSettings, outcome: TrainOutcome
@@ -30,10 +33,15 @@ def write_card(
         "`rerankit train`. Its score is a raw logit: `normalize=True` in rerankit (or a sigmoid)",
         "gives a probability.",
         "",
+        f"It learned from pairs of {settings.max_length} tokens: read it at that length. A longer",
+        f"passage is then scored as up to {WINDOWS} windows of it, keeping the best window's score",
+        "(`max_windows`; 1 truncates the passage).",
+        "",
         "```python",
         "from rerankit import Reranker",
         "",
-        f"reranker = Reranker({str(out)!r})",
+        f"reranker = Reranker({str(out)!r}, max_length={settings.max_length}, "
+        f"max_windows={WINDOWS})",
         "# or: sentence_transformers.CrossEncoder(...) on the same folder",
         "```",
         "",
@@ -72,7 +80,13 @@ def write_card(
     else:
         lines.append("No validation queries were held out.")
     command = shlex.join(
-        ["rerankit", "eval", "YOUR_TEST_SET", "--reranker", f"name=trained,model={out}"]
+        [
+            "rerankit",
+            "eval",
+            "YOUR_TEST_SET",
+            "--reranker",
+            f"name=trained,model={out},max_length={settings.max_length},max_windows={WINDOWS}",
+        ]
     )
     lines += [
         "",

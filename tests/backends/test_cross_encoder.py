@@ -216,3 +216,52 @@ def test_a_small_max_length_blames_max_length_not_an_option_never_set(
     assert len(rr.score("a long query with many words in it", ["a passage"])) == 1
     with pytest.raises(ConfigurationError, match="max_length=3 leaves no room"):
         Reranker(str(tiny_bert_dir), backend="cross-encoder", max_length=3)
+
+
+def test_max_windows_keeps_the_best_window_as_transformers_scores_it(
+    minilm_reranker_dir: Path, scifact_texts: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """MaxP: each window of a long passage read on its own by the model, without padding."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_reranker_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(minilm_reranker_dir).eval()
+    docs = [*scifact_texts[:8], "DNA repair"]
+    query_ids = tokenizer(QUERY, add_special_tokens=False)["input_ids"]
+    budget = 64 - 3 - len(query_ids)
+    expected = []
+    for doc in docs:
+        ids = tokenizer(doc, add_special_tokens=False)["input_ids"]
+        starts = list(range(0, len(ids), budget))[:3]
+        if len(ids) > budget and starts[-1] + budget >= len(ids):
+            starts[-1] = len(ids) - budget
+        window_scores = []
+        for start in starts:
+            window = ids[start : start + budget]
+            first = [tokenizer.cls_token_id, *query_ids, tokenizer.sep_token_id]
+            second = [*window, tokenizer.sep_token_id]
+            with torch.no_grad():
+                logits = model(
+                    input_ids=torch.tensor([first + second]),
+                    token_type_ids=torch.tensor([[0] * len(first) + [1] * len(second)]),
+                ).logits
+            window_scores.append(float(logits[0, 0]))
+        expected.append(max(window_scores))
+    windowed = Reranker(str(minilm_reranker_dir), max_length=64, max_windows=3, batch_size=5)
+    with caplog.at_level(logging.WARNING, logger="rerankit"):
+        result = windowed.rank(QUERY, docs)
+    assert [result.scores[result.indices.index(i)] for i in range(len(docs))] == pytest.approx(
+        expected, abs=1e-4
+    )
+    longer = sum(
+        len(tokenizer(d, add_special_tokens=False)["input_ids"]) > 3 * budget for d in docs
+    )
+    assert 0 < result.truncated == longer < len(docs)
+    assert (
+        f"{longer} of {len(docs)} documents were truncated to 3 windows of 64 tokens" in caplog.text
+    )
+    truncating = Reranker(str(minilm_reranker_dir), max_length=64).score(QUERY, docs)
+    assert truncating[-1] == pytest.approx(expected[-1], abs=1e-4), "a short passage: one window"
+    assert max(abs(a - b) for a, b in zip(truncating, expected, strict=True)) > 1e-2, (
+        "no window beat the first: the test could not fail"
+    )

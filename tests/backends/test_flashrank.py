@@ -17,6 +17,7 @@ from pathlib import Path
 
 import flashrank
 import numpy as np
+import onnx
 import pytest
 from flashrank import Ranker, RerankRequest
 from scipy.stats import kendalltau
@@ -107,6 +108,10 @@ def test_export_scores_on_its_source_scale(
         assert onnx_rr.score(QUERY, docs) == pytest.approx(scores[scale], abs=1e-5)
         assert torch_rr.rank(QUERY, docs).scale == onnx_rr.rank(QUERY, docs).scale == scale
     assert all(0.0 <= s <= 1.0 for s in scores["probability"])
+    windowed = {"max_length": 64, "max_windows": 4}
+    assert Reranker(str(minilm_export), **windowed).score(QUERY, docs) == pytest.approx(
+        Reranker(str(minilm_reranker_dir), **windowed).score(QUERY, docs), abs=1e-5
+    )
     sigmoid = 1 / (1 + np.exp(-np.asarray(scores["logit"])))
     assert scores["probability"] == pytest.approx(sigmoid.tolist(), abs=1e-6)
     assert np.ptp(scores["logit"]) > 1e-3, "scores are flat: the test could not fail"
@@ -159,6 +164,57 @@ def test_int8_export_keeps_the_ranking(
     int8 = Reranker(str(tmp_path / "int8")).score(QUERY, docs)
     tau = kendalltau(fp32, int8).statistic
     assert tau > 0.8, f"int8 ranking disagrees: Kendall tau {tau:.3f}"
+    assert ("com.microsoft", "QAttention") in _operators(tmp_path / "int8")
+
+
+def _operators(folder: Path) -> set[tuple[str, str]]:
+    """(domain, op type) of every node of the folder's ONNX file."""
+    (path,) = folder.glob("*.onnx")
+    return {(node.domain or "ai.onnx", node.op_type) for node in onnx.load(path).graph.node}
+
+
+def test_export_fuses_attention_and_no_fuse_keeps_standard_operators(
+    minilm_reranker_dir: Path, minilm_export: Path, tmp_path: Path, scifact_texts: list[str]
+) -> None:
+    assert ("com.microsoft", "Attention") in _operators(minilm_export)
+    assert main(["export", str(minilm_reranker_dir), str(tmp_path / "plain"), "--no-fuse"]) == 0
+    assert {domain for domain, _ in _operators(tmp_path / "plain")} == {"ai.onnx"}
+    docs = [*scifact_texts[:12], "word " * 700]
+    fused = Reranker(str(minilm_export), batch_size=5).score(QUERY, docs)
+    plain = Reranker(str(tmp_path / "plain"), batch_size=5).score(QUERY, docs)
+    assert fused == pytest.approx(plain, abs=1e-4)
+
+
+def test_a_fusion_that_changes_scores_is_not_kept(
+    tiny_bert_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    scifact_texts: list[str],
+) -> None:
+    from onnxruntime.transformers import optimizer
+
+    real = optimizer.optimize_model
+    skewed: list[str] = []
+
+    def optimize_and_skew(path: str, **settings: object) -> object:
+        model = real(path, **settings)
+        for weight in model.model.graph.initializer:
+            if weight.name == "classifier.bias":
+                moved = onnx.numpy_helper.to_array(weight) + 1.0
+                weight.CopyFrom(onnx.numpy_helper.from_array(moved, weight.name))
+                skewed.append(weight.name)
+        return model
+
+    monkeypatch.setattr(optimizer, "optimize_model", optimize_and_skew)
+    with caplog.at_level(logging.WARNING, logger="rerankit"):
+        folder = export_onnx(str(tiny_bert_dir), tmp_path / "export")
+    assert skewed, "the fused graph was not changed: the test could not fail"
+    assert "fused graph changes this model's scores; exported it unfused" in caplog.text
+    assert {domain for domain, _ in _operators(folder)} == {"ai.onnx"}
+    docs = scifact_texts[:8]
+    expected = Reranker(str(tiny_bert_dir)).score(QUERY, docs)
+    assert Reranker(str(folder)).score(QUERY, docs) == pytest.approx(expected, abs=1e-4)
 
 
 def test_batches_are_length_sorted_and_inputs_untouched(

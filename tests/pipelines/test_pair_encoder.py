@@ -10,7 +10,7 @@ import pytest
 from tokenizers import Tokenizer
 from transformers import AutoTokenizer
 
-from rerankit import BackendError
+from rerankit import BackendError, ConfigurationError
 from rerankit.pipelines.pair_encoder import (
     Batch,
     PairEncoderPipeline,
@@ -171,3 +171,47 @@ def test_template_needs_truncation_and_padding_off(tiny_bert_dir: Path) -> None:
     tokenizer.enable_truncation(16)
     with pytest.raises(ValueError, match="truncation and padding off"):
         PairTemplate.from_tokenizer(tokenizer)
+
+
+def test_max_windows_scores_each_window_and_keeps_the_best(tiny_bert_dir: Path) -> None:
+    hf = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    query_ids = hf(QUERY, add_special_tokens=False)["input_ids"]
+    budget = 40 - 3 - len(query_ids)
+    short, medium, long = "DNA repair", "protein " * 11 + "cells " * 40, "word " * 400
+    recorder = Recorder()
+    pipeline = _pipeline(tiny_bert_dir, recorder, max_length=40, max_windows=3)
+    (scores,) = pipeline.score_many([(QUERY, [short, medium, long])])
+    rows = recorder.rows()
+    expected_windows = []
+    for text in (short, medium, long):
+        ids = hf(text, add_special_tokens=False)["input_ids"]
+        if len(ids) <= budget:
+            windows = [ids]
+        elif len(ids) <= 3 * budget:  # the last window ends where the passage does
+            starts = list(range(0, len(ids), budget))
+            windows = [ids[s : s + budget] for s in starts[:-1]] + [ids[-budget:]]
+        else:  # more windows than max_windows: the first three, the rest is truncated
+            windows = [ids[s : s + budget] for s in range(0, 3 * budget, budget)]
+        expected_windows.append(windows)
+    medium_windows = expected_windows[1]
+    assert 1 < len(medium_windows) <= 3
+    assert len(medium_windows[-1]) == budget
+    built = [
+        [101, *query_ids, 102, *window, 102] for windows in expected_windows for window in windows
+    ]
+    assert sorted(ids for ids, _ in rows) == sorted(built), "each window once, nothing else"
+    assert scores.values == [
+        float(max(sum(row) for row in ([101, *query_ids, 102, *w, 102] for w in windows)))
+        for windows in expected_windows
+    ]
+    assert scores.truncated == 1, "only the passage longer than three windows loses tokens"
+    assert scores.usage["total_tokens"] == sum(len(row) for row in built)
+
+
+def test_one_window_is_truncation(tiny_bert_dir: Path, scifact_texts: list[str]) -> None:
+    requests = [(QUERY, scifact_texts[:10])]
+    truncating = _pipeline(tiny_bert_dir, Recorder(), max_length=48).score_many(requests)
+    windowed = _pipeline(tiny_bert_dir, Recorder(), max_length=48, max_windows=1)
+    assert windowed.score_many(requests) == truncating
+    with pytest.raises(ConfigurationError, match="max_windows must be at least 1"):
+        _pipeline(tiny_bert_dir, Recorder(), max_windows=0)

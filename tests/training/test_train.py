@@ -173,6 +173,11 @@ def test_the_folder_loads_in_rerankit_sentence_transformers_and_flashrank(
     assert str(settings.base) in card
     assert "| step | nDCG@10 |" in card
     assert "rerankit eval" in card
+    # the card's examples read the model at its training length, longer passages by windows
+    assert f"max_length={settings.max_length},max_windows=4" in card
+    assert (
+        f"Reranker({str(outcome.out)!r}, max_length={settings.max_length}, max_windows=4)" in card
+    )
 
 
 def test_the_same_seed_gives_the_same_weights(
