@@ -21,7 +21,7 @@ def register(commands: Any) -> None:
         "--no-fuse",
         dest="fuse",
         action="store_false",
-        help="standard ONNX ops only (for runtimes other than ONNX Runtime); fused is faster",
+        help="standard ONNX ops only, for runtimes other than ONNX Runtime (fused int8 is faster)",
     )
     parser.add_argument("--trust-remote-code", action="store_true")
     parser.set_defaults(run=run)

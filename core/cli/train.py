@@ -9,6 +9,7 @@ from typing import Any
 
 from rerankit.cli.spec import check_options, parse_spec
 from rerankit.config import load_configs
+from rerankit.training.card import eval_spec
 from rerankit.training.trainer import (
     EXPORTS,
     JUDGMENT_LOSSES,
@@ -144,5 +145,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {outcome.out} (model card: {outcome.out / 'README.md'})")
     if outcome.export is not None:
         print(f"wrote {outcome.export}; use it with Reranker({str(outcome.export)!r})")
-    print(f"evaluate: rerankit eval TEST_SET --reranker name=trained,model={outcome.out}")
+    print(f"evaluate: rerankit eval TEST_SET --reranker {eval_spec(outcome.out, settings)}")
     return 0

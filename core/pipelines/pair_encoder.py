@@ -203,8 +203,8 @@ class PairEncoderPipeline:
     passage before it is fitted into ``max_length`` (FlagEmbedding's LLM rerankers do). A query
     capped at ``max_query_length`` keeps the template's text after it (``query_text[1]``).
     ``max_windows`` > 1 scores a passage that does not fit as consecutive windows of the tokens
-    that fit (the last one ends where the passage does) and keeps the best window's score, as
-    BERT-MaxP does for long documents. Thread-safe: one call tokenizes and runs the model at a
+    that fit (the last one ends where the passage does) and keeps the best window's score
+    (MaxP). Thread-safe: one call tokenizes and runs the model at a
     time.
 
     >>> pipeline = PairEncoderPipeline(tokenizer, forward, max_length=512, batch_size=32,
@@ -264,7 +264,7 @@ class PairEncoderPipeline:
         return "probability" if self.normalize else "logit"
 
     def score_many(self, requests: Sequence[Request]) -> list[Scores]:
-        """One :class:`Scores` per request, every text scored once, in input order."""
+        """One :class:`Scores` per request, in input order; each distinct text is tokenized once."""
         with self._lock:
             queries = self._tokenize_queries([query for query, _ in requests])
             passages = self._tokenize(
@@ -277,12 +277,12 @@ class PairEncoderPipeline:
             for query, texts in requests:
                 query_ids = queries[query]
                 budget = self.max_length - reserved - len(query_ids)
-                if self.max_passage_length is not None:
-                    budget = min(budget, self.max_passage_length)
                 for text in texts:
                     passage_ids = passages[text]
-                    truncated.append(len(passage_ids) > budget * self.max_windows)
-                    for window in self._windows(passage_ids, budget):
+                    capped = passage_ids[: self.max_passage_length]  # a slice to None keeps all
+                    kept = min(len(capped), budget * self.max_windows)
+                    truncated.append(len(passage_ids) > kept)
+                    for window in self._windows(capped, budget):
                         pairs.append((query_ids, window))
                         owners.append(len(truncated) - 1)
             lengths = [reserved + len(q) + len(p) for q, p in pairs]
@@ -302,7 +302,7 @@ class PairEncoderPipeline:
         """The passage as it is scored: its first ``budget`` tokens, or with ``max_windows`` > 1
         up to that many consecutive windows of ``budget`` tokens, the last one ending where the
         passage does unless the passage needs more windows than that."""
-        if len(passage) <= budget or self.max_windows == 1 or budget < 1:
+        if len(passage) <= budget or self.max_windows == 1:
             return [passage[:budget]]
         starts = list(range(0, len(passage), budget))[: self.max_windows]
         if starts[-1] + budget >= len(passage):

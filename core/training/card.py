@@ -85,7 +85,7 @@ def write_card(
             "eval",
             "YOUR_TEST_SET",
             "--reranker",
-            f"name=trained,model={out},max_length={settings.max_length},max_windows={WINDOWS}",
+            eval_spec(out, settings),
         ]
     )
     lines += [
@@ -105,6 +105,11 @@ def write_card(
     path = out / "README.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def eval_spec(out: Path, settings: TrainSettings) -> str:
+    """The ``--reranker`` spec that reads the trained model as it learned (length, windows)."""
+    return f"name=trained,model={out},max_length={settings.max_length},max_windows={WINDOWS}"
 
 
 def _loss_text(settings: TrainSettings) -> str:

@@ -464,3 +464,43 @@ def test_every_spelling_of_offline_forbids_the_download(
     with pytest.raises(BackendError, match=f"{variable} is set"):
         Reranker(PUBLISHED, backend="flashrank", cache_dir=str(tmp_path / "cache"))
     assert server.requests == 0
+
+
+def test_export_without_a_pad_token_or_onnxruntime_fusion(
+    tiny_bert_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    scifact_texts: list[str],
+) -> None:
+    """No pad token: still fused (the check batch is padded by rerankit). An optimizer that
+    fails, or no onnxruntime: an unfused export and a warning that says why."""
+    from onnxruntime.transformers import optimizer
+
+    folder = tmp_path / "no-pad"
+    shutil.copytree(tiny_bert_dir, folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.pad_token = None
+    tokenizer.save_pretrained(folder)
+    docs = scifact_texts[:6]
+    expected = Reranker(str(folder)).score(QUERY, docs)
+    fused = export_onnx(str(folder), tmp_path / "fused")
+    assert ("com.microsoft", "Attention") in _operators(fused)
+    assert Reranker(str(fused)).score(QUERY, docs) == pytest.approx(expected, abs=1e-4)
+
+    def broken(path: str, **settings: object) -> object:
+        raise AssertionError("shape inference failed")
+
+    monkeypatch.setattr(optimizer, "optimize_model", broken)
+    with caplog.at_level(logging.WARNING, logger="rerankit"):
+        unfused = export_onnx(str(folder), tmp_path / "unfused", quantize="int8")
+    assert "could not fuse this model (shape inference failed); exported it unfused" in caplog.text
+    assert {domain for domain, _ in _operators(unfused)} <= {"ai.onnx", "com.microsoft"}
+    assert ("com.microsoft", "QAttention") not in _operators(unfused)
+    monkeypatch.setattr(
+        "importlib.util.find_spec", lambda name, *a: None if name == "onnxruntime" else 1
+    )
+    with caplog.at_level(logging.WARNING, logger="rerankit"):
+        plain = export_onnx(str(folder), tmp_path / "plain")
+    assert "onnxruntime is not installed, so the export is unfused" in caplog.text
+    assert {domain for domain, _ in _operators(plain)} == {"ai.onnx"}

@@ -215,3 +215,16 @@ def test_one_window_is_truncation(tiny_bert_dir: Path, scifact_texts: list[str])
     assert windowed.score_many(requests) == truncating
     with pytest.raises(ConfigurationError, match="max_windows must be at least 1"):
         _pipeline(tiny_bert_dir, Recorder(), max_windows=0)
+
+
+def test_max_passage_length_caps_the_passage_before_windows(tiny_bert_dir: Path) -> None:
+    hf = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    passage = "proteins repair damaged DNA in cells " * 3
+    ids = hf(passage, add_special_tokens=False)["input_ids"]
+    assert len(ids) > 5
+    recorder = Recorder()
+    pipeline = _pipeline(tiny_bert_dir, recorder, max_passage_length=5, max_windows=3)
+    (scores,) = pipeline.score_many([(QUERY, [passage])])
+    ((row, _),) = recorder.rows()
+    assert row[-6:] == [*ids[:5], 102], "one window: the capped passage"
+    assert scores.truncated == 1
