@@ -179,6 +179,10 @@ def main() -> None:
         "",
         TRAINING.read_text(encoding="utf-8").strip(),
         "",
+        "The same SciFact test run as `rerankit eval` reports it (the trained cross-encoder and",
+        "its int8 export next to BM25 and the late-interaction teacher):",
+        "",
+        *quality_table(TRAINING.parent / "scifact" / "report.md"),
     ]
     lines += multimodal_section(ROOT / "benchmarks" / "results" / "multimodal.json")
     lines += LISTWISE
@@ -186,6 +190,12 @@ def main() -> None:
         lines += bench_section(out, measured_now=not args.no_bench)
     (args.out / "RESULTS.md").write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {args.out / 'RESULTS.md'}")
+
+
+def quality_table(report: Path) -> list[str]:
+    """The quality table of an eval report.md and its legend (up to the next section)."""
+    text = report.read_text(encoding="utf-8")
+    return [*text.split("**Score cut-offs.**")[0].strip().splitlines(), ""]
 
 
 def multimodal_section(path: Path) -> list[str]:

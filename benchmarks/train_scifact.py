@@ -232,8 +232,8 @@ def markdown(summary: dict[str, object]) -> str:
             "",
         ]
     lines += [
-        f"Rerankers read {MAX_LENGTH} tokens per pair, an abstract as up to {MAX_WINDOWS} windows "
-        "(pairs/s counts abstracts).",
+        f"The trained model reads {MAX_LENGTH} tokens per pair, an abstract as up to {MAX_WINDOWS} "
+        "windows (pairs/s counts abstracts); the teacher reads whole abstracts.",
         "",
         "| SciFact test (BM25 top 100) | nDCG@10 | p vs BM25 | pairs/s |",
         "|---|---|---|---|",
