@@ -72,7 +72,12 @@ def minilm() -> str:
 
 def rerankers() -> list[str]:
     """The offline rerankers: late interaction on the real all-MiniLM-L6-v2 weights."""
-    return [f"name=colbert-minilm,model={minilm()},backend=colbert,cache_size=20000"]
+    return [colbert_minilm(minilm())]
+
+
+def colbert_minilm(model: str) -> str:
+    """The reranker spec of late interaction (ColBERT backend) on MiniLM weights at ``model``."""
+    return f"name=colbert-minilm,model={model},backend=colbert,cache_size=20000"
 
 
 def english(name: str) -> bool:

@@ -32,12 +32,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from make_results import colbert_minilm
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -123,7 +124,7 @@ def main() -> int:
     summary["validation_windows"] = window_sweep()
     rerankit(
         "eval", str(DATA / "scifact"), "--out", str(OUT / "scifact"), "--no-progress",
-        "--reranker", teacher(base),
+        "--reranker", colbert_minilm(base),
         "--reranker", f"name=trained-fp32,model={MODEL},{READ}",
         "--reranker", f"name=trained-int8,model={MODEL / 'onnx-int8'},{READ}",
     )  # fmt: skip
@@ -152,18 +153,16 @@ def main() -> int:
 
 
 def window_sweep() -> dict[str, float]:
-    """nDCG@10 of the int8 export on the held-out training claims (BM25 top 100) by max_windows.
-
-    The claims are the validation slice `rerankit train --seed 0 --validation-queries 50` held
-    out of both training runs: a seeded sample of the judged training queries.
-    """
+    """nDCG@10 of the int8 export on the held-out training claims (BM25 top 100) by max_windows:
+    the validation slice both `rerankit train` runs held out (same seed and count)."""
     from rerankit import Reranker
     from rerankit.eval.first_stage import BM25
     from rerankit.eval.metrics import mean, per_query
     from rerankit.training.data import load_training_data
+    from rerankit.training.trainer import validation_queries
 
     data = load_training_data(DATA / "scifact-train")
-    held = random.Random(0).sample(data.judged_queries, VALIDATION_QUERIES)
+    held = validation_queries(data, VALIDATION_QUERIES, seed=0)
     index = BM25(data.corpus)
     candidates = {q.qid: [d for d, _ in index.search(q.text, 100)] for q in held}
     qrels = {q.qid: {d: g for d, g in q.judged.items() if g > 0} for q in held}
@@ -178,16 +177,11 @@ def window_sweep() -> dict[str, float]:
     return sweep
 
 
-def teacher(base: str) -> str:
-    """The distillation teacher as an eval reranker: late interaction on the raw MiniLM."""
-    return f"name=colbert-minilm,model={base},backend=colbert,cache_size=20000"
-
-
 def out_of_domain(name: str, base: str) -> dict[str, float]:
     """The int8 export against BM25 and the teacher on a set the model never saw."""
     rerankit(
         "eval", str(DATA / name), "--out", str(OUT / name), "--no-progress",
-        "--max-queries", str(OOD_QUERIES), "--reranker", teacher(base),
+        "--max-queries", str(OOD_QUERIES), "--reranker", colbert_minilm(base),
         "--reranker", f"name=trained-int8,model={MODEL / 'onnx-int8'},{READ}",
     )  # fmt: skip
     report = json.loads((OUT / name / "report.json").read_text(encoding="utf-8"))

@@ -204,8 +204,7 @@ class PairEncoderPipeline:
     capped at ``max_query_length`` keeps the template's text after it (``query_text[1]``).
     ``max_windows`` > 1 scores a passage that does not fit as consecutive windows of the tokens
     that fit (the last one ends where the passage does) and keeps the best window's score
-    (MaxP). Thread-safe: one call tokenizes and runs the model at a
-    time.
+    (MaxP). Thread-safe: one call tokenizes and runs the model at a time.
 
     >>> pipeline = PairEncoderPipeline(tokenizer, forward, max_length=512, batch_size=32,
     ...     max_batch_tokens=4096, pad_id=0, normalize=False, name="my-model")  # doctest: +SKIP

@@ -401,21 +401,28 @@ def _load_base(settings: TrainSettings) -> Any:
         transformers.logging.set_verbosity(verbosity)
 
 
-def _split(
-    data: TrainingData, settings: TrainSettings, loss: str
-) -> tuple[list[TrainingQuery], list[TrainingQuery]]:
-    """A seeded slice of the judged training queries for validation; the rest trains."""
+def validation_queries(data: TrainingData, count: int | None, seed: int) -> list[TrainingQuery]:
+    """The judged training queries ``rerankit train --validation-queries COUNT --seed SEED``
+    holds out for validation (``None``: 10%, at most 100), in file order."""
     judged = data.judged_queries
-    count = settings.validation_queries
     if count is None:
         count = min(100, len(judged) // 10)
     if count >= len(judged) and count > 0:
         raise ConfigurationError(
             f"validation_queries ({count}) leaves no judged query to train on ({len(judged)})"
         )
-    held = {q.qid for q in random.Random(settings.seed).sample(judged, count)}
-    trainable = data.queries if loss in TEACHER_LOSSES else judged
-    return [q for q in trainable if q.qid not in held], [q for q in judged if q.qid in held]
+    held = {q.qid for q in random.Random(seed).sample(judged, count)}
+    return [q for q in judged if q.qid in held]
+
+
+def _split(
+    data: TrainingData, settings: TrainSettings, loss: str
+) -> tuple[list[TrainingQuery], list[TrainingQuery]]:
+    """A seeded slice of the judged training queries for validation; the rest trains."""
+    validation = validation_queries(data, settings.validation_queries, settings.seed)
+    held = {q.qid for q in validation}
+    trainable = data.queries if loss in TEACHER_LOSSES else data.judged_queries
+    return [q for q in trainable if q.qid not in held], validation
 
 
 def _examples(
