@@ -12,7 +12,7 @@ claims; validation uses a seeded slice of them, never the test claims):
    negatives), then export int8 ONNX.
 
 Then `rerankit eval` on the SciFact **test** claims (BM25 top 100): the trained model (fp32,
-torch) and its int8 export (ONNX Runtime, fused kernels) next to BM25 and the teacher (late
+torch) and its int8 export (ONNX Runtime, per-channel dynamic int8) next to BM25 and the teacher (late
 interaction on the raw MiniLM weights), with the paired t-test; and the int8 export on
 out-of-domain sets it never saw (cranfield, nfcorpus-tok; first 150 queries each).
 Training reads 128 tokens per pair (training at 256 would take this CPU about two and a half

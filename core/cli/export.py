@@ -15,14 +15,10 @@ def register(commands: Any) -> None:
     )
     parser.add_argument("model", help="hub id or folder of a sequence-classification reranker")
     parser.add_argument("outdir", help="folder to write (created if missing)")
-    parser.add_argument("--quantize", choices=QUANTIZATIONS, help="dynamic quantization")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     parser.add_argument(
-        "--no-fuse",
-        dest="fuse",
-        action="store_false",
-        help="standard ONNX ops only, for runtimes other than ONNX Runtime (fused int8 is faster)",
+        "--quantize", choices=QUANTIZATIONS, help="dynamic int8, one scale per weight channel"
     )
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     parser.add_argument("--trust-remote-code", action="store_true")
     parser.set_defaults(run=run)
 
@@ -34,7 +30,6 @@ def run(args: argparse.Namespace) -> int:
         args.outdir,
         quantize=args.quantize,
         opset=args.opset,
-        fuse=args.fuse,
         trust_remote_code=args.trust_remote_code,
     )
     print(f"wrote {out} ({args.quantize or 'fp32'}); use it with Reranker({str(out)!r})")

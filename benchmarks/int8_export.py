@@ -1,0 +1,237 @@
+"""How `rerankit export --quantize int8` quantizes, and how far int8 can go on this CPU.
+
+One trained MiniLM reranker (the model `benchmarks/train_scifact.py` writes), five ways:
+fp32 torch (the cross-encoder backend's runtime), fp32 ONNX, and three int8 ONNX graphs:
+one scale per weight matrix, one scale per output channel (what `rerankit export` writes), and
+per channel after ONNX Runtime's transformer optimizer fused attention into `QAttention`
+(what rerankit exported before it measured this). For each: pairs/s on full batches of real
+(claim, BM25 candidate) pairs of seeded SciFact training claims (never the test claims),
+alternated so that every system sees the same machine state, and how far its logits are from
+fp32 torch (Pearson, mean |Δ|, per-claim Spearman, top-1 agreement). Last, ONNX Runtime's
+profile of the per-channel int8 graph: the share of time in quantized MatMuls bounds what int8
+can gain.
+
+    python benchmarks/int8_export.py [--model DIR] [--claims 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from common import DATA, ROOT
+
+MODEL = ROOT / "benchmarks" / ".work" / "minilm-scifact"
+OUT = ROOT / "benchmarks" / "results" / "int8_export.json"
+BATCH = 32
+MAX_LENGTH = 128  # the trained model's length
+CANDIDATES = 12  # BM25 top 12 per claim: the hard part of a ranking
+REPEATS = 8
+
+
+def pairs(claims: int) -> list[tuple[str, str]]:
+    """(claim, candidate) pairs: seeded SciFact *training* claims and their BM25 top 12."""
+    from rerankit.eval.first_stage import BM25
+    from rerankit.training.data import load_training_data
+
+    data = load_training_data(DATA / "scifact-train")
+    index = BM25(data.corpus)
+    chosen = random.Random(1).sample(data.judged_queries, claims)
+    return [(q.text, data.corpus[d]) for q in chosen for d, _ in index.search(q.text, CANDIDATES)]
+
+
+def graphs(model: Path, scratch: Path) -> dict[str, Path]:
+    """The ONNX files to compare, all from one fp32 export."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.optimizer import optimize_model
+    from transformers import AutoConfig
+
+    from rerankit.export import export_onnx
+
+    fp32 = export_onnx(str(model), scratch / "fp32") / "model.onnx"
+    ours = export_onnx(str(model), scratch / "int8", quantize="int8") / "model_int8.onnx"
+    per_matrix = scratch / "per-matrix.onnx"
+    quantize_dynamic(str(fp32), str(per_matrix), weight_type=QuantType.QInt8)
+    config = AutoConfig.from_pretrained(model)
+    fused_fp32 = scratch / "fused-fp32.onnx"
+    optimize_model(
+        str(fp32),
+        model_type="bert",
+        num_heads=config.num_attention_heads,
+        hidden_size=config.hidden_size,
+        opt_level=0,
+    ).save_model_to_file(str(fused_fp32))
+    fused = scratch / "fused.onnx"
+    quantize_dynamic(
+        str(fused_fp32),
+        str(fused),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        extra_options={"DefaultTensorType": 1},  # fused ops have no ONNX shape inference
+    )
+    return {
+        "fp32 ONNX": fp32,
+        "int8, one scale per matrix": per_matrix,
+        "int8, per channel (rerankit export)": ours,
+        "int8, per channel, fused attention": fused,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=MODEL, help="a one-logit reranker folder")
+    parser.add_argument("--claims", type=int, default=40)
+    args = parser.parse_args()
+    if not (args.model / "config.json").is_file():
+        parser.error(f"{args.model} is not a model folder: run benchmarks/train_scifact.py first")
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from scipy.stats import pearsonr, spearmanr
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.set_num_threads(2)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    texts = pairs(args.claims)
+    encoded = tokenizer(
+        [q for q, _ in texts],
+        [d for _, d in texts],
+        truncation="only_second",
+        max_length=MAX_LENGTH,
+        padding="max_length",
+        return_tensors="np",
+    )
+    inputs = {k: np.asarray(v, dtype=np.int64) for k, v in encoded.items()}
+    batches = [
+        {k: v[i : i + BATCH] for k, v in inputs.items()} for i in range(0, len(texts), BATCH)
+    ]
+    network = AutoModelForSequenceClassification.from_pretrained(args.model).eval()
+
+    def run_torch(batch: dict[str, Any]) -> Any:
+        with torch.inference_mode():
+            tensors = {k: torch.from_numpy(v) for k, v in batch.items()}
+            return network(**tensors).logits[:, 0].numpy()
+
+    runners: dict[str, Callable[[dict[str, Any]], Any]] = {"fp32 torch": run_torch}
+    with tempfile.TemporaryDirectory() as scratch:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 2
+        files = graphs(args.model, Path(scratch))
+        sessions = {
+            name: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            for name, path in files.items()
+        }
+        for name, session in sessions.items():
+            runners[name] = lambda batch, s=session: s.run(None, batch)[0][:, 0]
+        reference = np.concatenate([run_torch(b) for b in batches])
+        rows: dict[str, dict[str, float]] = {}
+        for name, runner in runners.items():
+            logits = np.concatenate([runner(b) for b in batches])
+            per_claim = range(0, len(texts), CANDIDATES)
+            rows[name] = {
+                "pearson": float(pearsonr(reference, logits)[0]),
+                "mean_abs_logit_error": float(np.abs(logits - reference).mean()),
+                "spearman_per_claim": float(
+                    statistics.mean(
+                        spearmanr(reference[i : i + CANDIDATES], logits[i : i + CANDIDATES])[0]
+                        for i in per_claim
+                    )
+                ),
+                "top1_agreement": float(
+                    statistics.mean(
+                        float(
+                            np.argmax(reference[i : i + CANDIDATES])
+                            == np.argmax(logits[i : i + CANDIDATES])
+                        )
+                        for i in per_claim
+                    )
+                ),
+            }
+        full = batches[0]
+        seconds: dict[str, list[float]] = {name: [] for name in runners}
+        for runner in runners.values():
+            runner(full)  # warm-up
+        for _ in range(REPEATS):
+            for name, runner in runners.items():
+                started = time.perf_counter()
+                runner(full)
+                seconds[name].append(time.perf_counter() - started)
+        torch_rate = BATCH / statistics.median(seconds["fp32 torch"])
+        for name in runners:
+            rate = BATCH / statistics.median(seconds[name])
+            rows[name] |= {"pairs_per_second": rate, "speedup_vs_torch": rate / torch_rate}
+        profile = op_profile(files["int8, per channel (rerankit export)"], full)
+    summary = {
+        "model": str(
+            args.model.relative_to(ROOT) if args.model.is_relative_to(ROOT) else args.model
+        ),
+        "pairs": len(texts),
+        "batch": [BATCH, MAX_LENGTH],
+        "systems": rows,
+        "int8_op_time_share": profile,
+    }
+    OUT.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    print(markdown(summary))
+    return 0
+
+
+def op_profile(model: Path, batch: dict[str, Any]) -> dict[str, float]:
+    """Share of kernel time per operator type of the ONNX file over a few runs of ``batch``."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as scratch:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 2
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(scratch) / "profile")
+        profiled = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        for _ in range(4):
+            profiled.run(None, batch)
+        events = json.loads(Path(profiled.end_profiling()).read_text(encoding="utf-8"))
+    time_by_op: collections.Counter[str] = collections.Counter()
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            time_by_op[event["args"]["op_name"]] += event["dur"]
+    total = sum(time_by_op.values())
+    return {op: spent / total for op, spent in time_by_op.most_common()}
+
+
+QUANTIZED_MATMULS = ("DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulInteger")
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The comparison table and the profile line."""
+    lines = [
+        f"{summary['pairs']} (SciFact training claim, BM25 top {CANDIDATES}) pairs; "
+        f"speed on {summary['batch'][0]} x {summary['batch'][1]}-token batches, 2 threads.",
+        "",
+        "| graph | pairs/s | vs fp32 torch | Pearson | mean abs logit error | Spearman per claim "
+        "| top-1 agreement |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, row in summary["systems"].items():
+        lines.append(
+            f"| {name} | {row['pairs_per_second']:.0f} | {row['speedup_vs_torch']:.2f}x "
+            f"| {row['pearson']:.4f} | {row['mean_abs_logit_error']:.3f} "
+            f"| {row['spearman_per_claim']:.3f} | {row['top1_agreement']:.3f} |"
+        )
+    share = summary["int8_op_time_share"]
+    quantized = sum(v for k, v in share.items() if k in QUANTIZED_MATMULS)
+    top = ", ".join(f"{k} {v:.0%}" for k, v in list(share.items())[:6])
+    lines += [
+        "",
+        f"Per-channel int8 kernel time: quantized MatMuls {quantized:.0%} ({top}).",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
