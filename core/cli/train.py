@@ -72,6 +72,13 @@ def register(commands: Any) -> None:
     parser.add_argument("--warmup", type=float, default=d.warmup, help="fraction of the steps")
     parser.add_argument("--max-length", type=int, default=d.max_length, help="tokens per pair")
     parser.add_argument(
+        "--max-windows",
+        type=int,
+        default=d.max_windows,
+        help="read long documents as up to N windows of --max-length, as the reranker's "
+        "max_windows does: each pair trains on the window sharing the rarest query terms",
+    )
+    parser.add_argument(
         "--validation-queries",
         type=int,
         help="judged training queries held out for validation (default 10%%, at most 100; "
@@ -111,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate,
         warmup=args.warmup,
         max_length=args.max_length,
+        max_windows=args.max_windows,
         validation_queries=args.validation_queries,
         eval_steps=args.eval_steps,
         patience=args.patience,

@@ -166,6 +166,23 @@ def _find(haystack: list[int], needle: list[int], start: int) -> int:
     return -1
 
 
+def window_starts(length: int, budget: int, max_windows: int) -> list[int]:
+    """Where the windows of a ``length``-token passage start when ``budget`` tokens fit beside
+    the query: 0 alone (the first ``budget`` tokens) when it fits or ``max_windows`` is 1, else
+    up to ``max_windows`` consecutive windows, the last one ending where the passage does
+    (overlapping the one before) unless the passage needs more windows than that.
+
+    >>> window_starts(300, 100, 1), window_starts(250, 100, 4), window_starts(900, 100, 3)
+    ([0], [0, 100, 150], [0, 100, 200])
+    """
+    if length <= budget or max_windows == 1:
+        return [0]
+    starts = list(range(0, length, budget))[:max_windows]
+    if starts[-1] + budget >= length:
+        starts[-1] = length - budget  # a full last window, overlapping the one before
+    return starts
+
+
 def check_head_size(labels: int, model: str) -> None:
     """Raise :class:`BackendError` unless a model returns one or two logits per pair."""
     if labels not in (1, 2):
@@ -298,14 +315,8 @@ class PairEncoderPipeline:
         return self._scatter(requests, best.tolist(), truncated, tokens.tolist())
 
     def _windows(self, passage: list[int], budget: int) -> list[list[int]]:
-        """The passage as it is scored: its first ``budget`` tokens, or with ``max_windows`` > 1
-        up to that many consecutive windows of ``budget`` tokens, the last one ending where the
-        passage does unless the passage needs more windows than that."""
-        if len(passage) <= budget or self.max_windows == 1:
-            return [passage[:budget]]
-        starts = list(range(0, len(passage), budget))[: self.max_windows]
-        if starts[-1] + budget >= len(passage):
-            starts[-1] = len(passage) - budget  # a full last window, overlapping the one before
+        """The passage as it is scored (see :func:`window_starts`)."""
+        starts = window_starts(len(passage), budget, self.max_windows)
         return [passage[start : start + budget] for start in starts]
 
     def _tokenize_queries(self, queries: list[str]) -> dict[str, list[int]]:

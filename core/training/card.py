@@ -9,9 +9,6 @@ from pathlib import Path
 from rerankit.training.data import TrainingData
 from rerankit.training.trainer import TrainOutcome, TrainSettings
 
-# Windows per passage in the card's examples (``max_windows``).
-WINDOWS = 4
-
 
 def write_card(
     out: Path, data: TrainingData, settings: TrainSettings, outcome: TrainOutcome
@@ -33,15 +30,13 @@ def write_card(
         "`rerankit train`. Its score is a raw logit: `normalize=True` in rerankit (or a sigmoid)",
         "gives a probability.",
         "",
-        f"It learned from pairs of {settings.max_length} tokens: read it at that length. A longer",
-        f"passage is then scored as up to {WINDOWS} windows of it, keeping the best window's score",
-        "(`max_windows`; 1 truncates the passage).",
+        *_reading(settings),
         "",
         "```python",
         "from rerankit import Reranker",
         "",
         f"reranker = Reranker({str(out)!r}, max_length={settings.max_length}, "
-        f"max_windows={WINDOWS})",
+        f"max_windows={settings.max_windows})",
         "# or: sentence_transformers.CrossEncoder(...) on the same folder",
         "```",
         "",
@@ -59,7 +54,8 @@ def write_card(
         f"| teacher | {_teacher_text(settings, outcome)} |",
         f"| steps | {outcome.steps} (epochs {settings.epochs}, {settings.batch_size} pairs per "
         f"step, learning rate {settings.learning_rate}, warm-up {settings.warmup}) |",
-        f"| max length | {settings.max_length} tokens |",
+        f"| max length | {settings.max_length} tokens, long documents as "
+        f"{_windows_text(settings)} |",
         f"| seed | {settings.seed} |",
         f"| training time | {outcome.seconds / 60:.1f} min |",
     ]
@@ -109,7 +105,32 @@ def write_card(
 
 def eval_spec(out: Path, settings: TrainSettings) -> str:
     """The ``--reranker`` spec that reads the trained model as it learned (length, windows)."""
-    return f"name=trained,model={out},max_length={settings.max_length},max_windows={WINDOWS}"
+    return (
+        f"name=trained,model={out},max_length={settings.max_length},"
+        f"max_windows={settings.max_windows}"
+    )
+
+
+def _reading(settings: TrainSettings) -> list[str]:
+    """How to read the model: at its training length, long documents as it learned them."""
+    if settings.max_windows == 1:
+        return [
+            f"It learned from pairs of {settings.max_length} tokens, a longer document from its",
+            "first tokens: read it the same way (training with `--max-windows N` teaches it to",
+            "read long documents as windows).",
+        ]
+    return [
+        f"It learned from pairs of {settings.max_length} tokens, a longer document from the one of",
+        f"its first {settings.max_windows} windows that shares the most query terms: read it the",
+        f"same way, scoring a long document as up to {settings.max_windows} windows and keeping",
+        "the best window's score (`max_windows`).",
+    ]
+
+
+def _windows_text(settings: TrainSettings) -> str:
+    if settings.max_windows == 1:
+        return "their first tokens"
+    return f"the query-matching one of up to {settings.max_windows} windows"
 
 
 def _loss_text(settings: TrainSettings) -> str:

@@ -28,6 +28,7 @@ from rerankit.eval.first_stage import Ranking
 from rerankit.training.data import TrainingData, TrainingQuery, load_training_data
 from rerankit.training.negatives import first_stage_candidates, sample_negatives
 from rerankit.training.teacher import Teacher, TeacherReport
+from rerankit.training.windows import WindowPicker
 
 logger = logging.getLogger("rerankit")
 
@@ -58,6 +59,7 @@ class TrainSettings:
     learning_rate: float = 3e-5
     warmup: float = 0.1
     max_length: int = 256
+    max_windows: int = 1  # >1: long documents train on one of the windows a reader reads
     validation_queries: int | None = None  # None: 10% of the judged queries, at most 100
     eval_steps: int | None = None  # None: four validations per epoch
     patience: int = 3
@@ -80,7 +82,14 @@ class TrainSettings:
             raise ConfigurationError(
                 f"loss {loss!r} learns judgments; with a teacher use one of {TEACHER_LOSSES}"
             )
-        for name in ("negatives", "mine_depth", "batch_size", "max_length", "patience"):
+        for name in (
+            "negatives",
+            "mine_depth",
+            "batch_size",
+            "max_length",
+            "max_windows",
+            "patience",
+        ):
             if not _is_count(getattr(self, name), minimum=1):
                 raise ConfigurationError(f"{name} must be a positive integer")
         if self.eval_steps is not None and not _is_count(self.eval_steps, minimum=1):
@@ -185,13 +194,22 @@ def train(
         _prepare_output(out, settings, data, resume=resume)
         candidates = first_stage_candidates(data, depth=settings.mine_depth, run=run)
         negatives = sample_negatives(data, candidates, count=settings.negatives, seed=settings.seed)
+        picker = _window_picker(model, data, negatives, candidates, settings)
         rows, group, used = _examples(
-            data, train_queries, negatives, candidates, loss_name, teacher, settings, progress
+            data,
+            train_queries,
+            negatives,
+            candidates,
+            loss_name,
+            teacher,
+            picker,
+            settings,
+            progress,
         )
     finally:
         if teacher is not None:
             teacher.close()
-    evaluator, validated = _validation(data, validation, candidates, settings)
+    evaluator, validated = _validation(data, validation, candidates, picker, settings)
     trainer = _trainer(model, rows, group, evaluator, settings, loss_name, work, progress)
     for callback in callbacks:
         trainer.add_callback(callback)
@@ -425,6 +443,27 @@ def _split(
     return [q for q in trainable if q.qid not in held], validation
 
 
+def _window_picker(
+    model: Any,
+    data: TrainingData,
+    negatives: dict[str, list[str]],
+    candidates: dict[str, list[str]],
+    settings: TrainSettings,
+) -> WindowPicker:
+    """The window picker over every document training or validation may read."""
+    used = {
+        d
+        for q in data.queries
+        for d in [*q.positives, *negatives.get(q.qid, ()), *candidates.get(q.qid, ())]
+    }
+    return WindowPicker(
+        model.tokenizer,
+        (data.corpus[d] for d in sorted(used)),
+        max_length=settings.max_length,
+        max_windows=settings.max_windows,
+    )
+
+
 def _examples(
     data: TrainingData,
     queries: list[TrainingQuery],
@@ -432,10 +471,13 @@ def _examples(
     candidates: dict[str, list[str]],
     loss: str,
     teacher: Teacher | None,
+    picker: WindowPicker,
     settings: TrainSettings,
     progress: bool,
 ) -> tuple[dict[str, list[Any]], int, int]:
-    """The training columns for ``loss``, the documents per example and the queries used."""
+    """The training columns for ``loss``, the documents per example and the queries used.
+
+    The teacher scores whole documents; the student reads each one's picked window."""
     lists = {
         q.qid: q.positives + negatives[q.qid]
         if q.positives
@@ -467,7 +509,7 @@ def _examples(
         for q in queries:
             for doc, label in zip(lists[q.qid], labels[q.qid], strict=True):
                 rows["query"].append(q.text)
-                rows["document"].append(data.corpus[doc])
+                rows["document"].append(picker.pick(q.text, data.corpus[doc]))
                 rows["label"].append(min(label, 1.0))
         return rows, 1, len(queries)
     if loss == "margin-mse":
@@ -478,14 +520,14 @@ def _examples(
             for i, doc in enumerate(ids):
                 if i != top:
                     rows["query"].append(q.text)
-                    rows["positive"].append(data.corpus[ids[top]])
-                    rows["negative"].append(data.corpus[doc])
+                    rows["positive"].append(picker.pick(q.text, data.corpus[ids[top]]))
+                    rows["negative"].append(picker.pick(q.text, data.corpus[doc]))
                     rows["label"].append(scores[top] - scores[i])
         return rows, 2, len(queries)
     rows = {"query": [], "documents": [], "labels": []}
     for q in queries:
         rows["query"].append(q.text)
-        rows["documents"].append([data.corpus[d] for d in lists[q.qid]])
+        rows["documents"].append([picker.pick(q.text, data.corpus[d]) for d in lists[q.qid]])
         rows["labels"].append(labels[q.qid])
     return rows, settings.negatives + 1, len(queries)
 
@@ -505,9 +547,11 @@ def _validation(
     data: TrainingData,
     queries: list[TrainingQuery],
     candidates: dict[str, list[str]],
+    picker: WindowPicker,
     settings: TrainSettings,
 ) -> tuple[Any, int]:
-    """nDCG@10 of reranking each held-out query's first-stage list, and the queries it uses.
+    """nDCG@10 of reranking each held-out query's first-stage list (each document read as its
+    picked window, as in training), and the queries it uses.
 
     A query whose first stage found nothing cannot be reranked and is left out (with a warning).
     """
@@ -525,8 +569,8 @@ def _validation(
     samples: list[dict[str, str | list[str]]] = [
         {
             "query": q.text,
-            "positive": [data.corpus[d] for d in q.positives],
-            "documents": [data.corpus[d] for d in candidates[q.qid]],
+            "positive": [picker.pick(q.text, data.corpus[d]) for d in q.positives],
+            "documents": [picker.pick(q.text, data.corpus[d]) for d in candidates[q.qid]],
         }
         for q in queries
     ]

@@ -173,10 +173,10 @@ def test_the_folder_loads_in_rerankit_sentence_transformers_and_flashrank(
     assert str(settings.base) in card
     assert "| step | nDCG@10 |" in card
     assert "rerankit eval" in card
-    # the card's examples read the model at its training length, longer passages by windows
-    assert f"max_length={settings.max_length},max_windows=4" in card
+    # the card's examples read the model as it learned: its length, long documents truncated
+    assert f"max_length={settings.max_length},max_windows=1" in card
     assert (
-        f"Reranker({str(outcome.out)!r}, max_length={settings.max_length}, max_windows=4)" in card
+        f"Reranker({str(outcome.out)!r}, max_length={settings.max_length}, max_windows=1)" in card
     )
 
 
@@ -429,13 +429,19 @@ def test_a_run_file_must_cover_the_training_queries(
 def test_validation_leaves_out_queries_the_first_stage_found_nothing_for(
     train_set: Path, tiny_encoder_dir: Path
 ) -> None:
+    from transformers import AutoTokenizer
+
     from rerankit.training.trainer import _validation
+    from rerankit.training.windows import WindowPicker
 
     data = load_training_data(train_set)
     held = data.judged_queries[:3]
     candidates = {q.qid: list(data.corpus)[:5] for q in held}
     candidates[held[0].qid] = []
-    evaluator, used = _validation(data, held, candidates, _settings(tiny_encoder_dir, Path("x")))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_encoder_dir)
+    picker = WindowPicker(tokenizer, [], max_length=64, max_windows=1)
+    settings = _settings(tiny_encoder_dir, Path("x"))
+    evaluator, used = _validation(data, held, candidates, picker, settings)
     assert used == 2
     assert [s["query"] for s in evaluator.samples] == [q.text for q in held[1:]]
 

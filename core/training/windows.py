@@ -1,0 +1,69 @@
+"""Long documents in training, cut the way a reranker with ``max_windows`` reads them.
+
+A reranker with ``max_windows=N`` scores a document that does not fit beside the query in
+``max_length`` as up to N windows and keeps the best window's score. A model trained on each
+document's first ``max_length`` tokens only never learns from the rest: for a SciFact claim the
+evidence is usually in an abstract's results, past the first 128 tokens. With ``max_windows`` > 1,
+training and validation pairs use, for each (query, document), the one window of those N that
+shares the most query terms, each term weighted by its rarity (IDF) among the documents in
+training; the teacher, if any, still scores whole documents.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from rerankit.backends.base import query_token_cap
+from rerankit.pipelines.pair_encoder import window_starts
+
+
+class WindowPicker:
+    """Picks the window of each long document that a query's terms point to.
+
+    ``tokenizer`` is the trained model's (a ``transformers`` fast tokenizer); ``documents`` are
+    the texts training will see, for the term weights.
+    """
+
+    def __init__(
+        self, tokenizer: Any, documents: Iterable[str], *, max_length: int, max_windows: int
+    ) -> None:
+        self._tokenizer = tokenizer
+        self.max_length = max_length
+        self.max_windows = max_windows
+        self._reserved = tokenizer.num_special_tokens_to_add(pair=True)
+        self._max_query = query_token_cap(None, max_length, self._reserved)
+        texts = list(dict.fromkeys(documents)) if max_windows > 1 else []  # 1: nothing to pick
+        frequency: Counter[int] = Counter()
+        if texts:
+            for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]:
+                frequency.update(set(ids))
+        self._idf = {t: math.log(1 + len(texts) / n) for t, n in frequency.items()}
+        self._unseen = math.log(1 + len(texts))
+
+    def pick(self, query: str, document: str) -> str:
+        """``document`` itself when it fits beside ``query`` (or when one window is read), else
+        the text of its window with the highest IDF-weighted overlap with the query's terms
+        (the first such window on a tie)."""
+        if self.max_windows == 1:
+            return document
+        query_ids = self._tokenizer(query, add_special_tokens=False)["input_ids"]
+        budget = self.max_length - self._reserved - min(len(query_ids), self._max_query)
+        encoded = self._tokenizer(
+            document, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+        )
+        ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
+        starts = window_starts(len(ids), budget, self.max_windows)
+        if len(starts) == 1:
+            return document
+        terms = set(query_ids)
+
+        def overlap(start: int) -> float:
+            shared = terms.intersection(ids[start : start + budget])
+            return sum(self._idf.get(t, self._unseen) for t in shared)
+
+        best = max(starts, key=overlap)  # max keeps the first of equals
+        end = min(best + budget, len(ids)) - 1
+        return document[offsets[best][0] : offsets[end][1]]
