@@ -15,9 +15,9 @@ Both runs read 128 tokens per pair (training at 256 would take this CPU about tw
 hours), and SciFact abstracts run past that (median about 310 tokens), so both train with
 `--max-windows 3`: each abstract is cut into up to 3 windows of what fits beside the claim, and
 the pair uses the window sharing the most (IDF-weighted) claim terms, where the evidence usually
-is; the teacher scores whole abstracts. The model must be read as it learned (it scores worse
-read at 256 or 512 tokens): the evals read each abstract as up to MAX_WINDOWS windows of 128
-tokens and keep the best window's score (`max_windows`, MaxP).
+is; the teacher scores each abstract as it reads it (its first 256 tokens). The model must be
+read as it learned (it scores worse read at 256 or 512 tokens): the evals read each abstract as
+up to MAX_WINDOWS windows of 128 tokens and keep the best window's score (`max_windows`, MaxP).
 
 Then `rerankit eval` on the SciFact **test** claims (BM25 top 100): the trained model (fp32,
 torch) and its int8 export (ONNX Runtime, per-channel dynamic int8) next to BM25 and the
@@ -232,7 +232,7 @@ def markdown(summary: dict[str, object]) -> str:
         ]
     lines += [
         f"The trained model reads {MAX_LENGTH} tokens per pair, an abstract as up to {MAX_WINDOWS} "
-        "windows (pairs/s counts abstracts); the teacher reads whole abstracts.",
+        "windows (pairs/s counts abstracts); the teacher reads the first 256 tokens of each.",
         "",
         "| SciFact test (BM25 top 100) | nDCG@10 | p vs BM25 | pairs/s |",
         "|---|---|---|---|",

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from rerankit.backends.base import query_token_cap
+from rerankit.errors import ConfigurationError
 from rerankit.pipelines.pair_encoder import window_starts
 
 
@@ -30,6 +31,11 @@ class WindowPicker:
     def __init__(
         self, tokenizer: Any, documents: Iterable[str], *, max_length: int, max_windows: int
     ) -> None:
+        if max_windows > 1 and not getattr(tokenizer, "is_fast", False):
+            raise ConfigurationError(
+                "--max-windows needs the model's fast tokenizer (tokenizer.json) to cut documents "
+                "into windows; this model has a slow one: train with --max-windows 1"
+            )
         self._tokenizer = tokenizer
         self.max_length = max_length
         self.max_windows = max_windows

@@ -4,6 +4,7 @@ query's terms, in the training rows and the validation lists."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -121,6 +122,12 @@ def test_training_rows_read_long_documents_as_picked_windows(
     assert "max_length=64,max_windows=3" in card
 
 
-def test_max_windows_must_be_a_positive_count(tiny_encoder_dir: Path, tmp_path: Path) -> None:
+def test_max_windows_must_be_a_positive_count_and_needs_a_fast_tokenizer(
+    tiny_encoder_dir: Path, tmp_path: Path
+) -> None:
     with pytest.raises(ConfigurationError, match="max_windows must be a positive integer"):
         TrainSettings(base=str(tiny_encoder_dir), out=str(tmp_path / "m"), max_windows=0)
+    slow = SimpleNamespace(is_fast=False, num_special_tokens_to_add=lambda pair: 3)  # no offsets
+    with pytest.raises(ConfigurationError, match="needs the model's fast tokenizer"):
+        WindowPicker(slow, ["a document"], max_length=64, max_windows=2)
+    assert WindowPicker(slow, [], max_length=64, max_windows=1).pick("q", "d") == "d"
