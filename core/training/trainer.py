@@ -28,7 +28,7 @@ from rerankit.eval.first_stage import Ranking
 from rerankit.training.data import TrainingData, TrainingQuery, load_training_data
 from rerankit.training.negatives import first_stage_candidates, sample_negatives
 from rerankit.training.teacher import Teacher, TeacherReport
-from rerankit.training.windows import WindowPicker
+from rerankit.training.windows import WindowPicker, check_tokenizer
 
 logger = logging.getLogger("rerankit")
 
@@ -191,6 +191,7 @@ def train(
             )
     try:
         model = _load_base(settings)
+        check_tokenizer(model.tokenizer, settings.max_windows)
         _prepare_output(out, settings, data, resume=resume)
         candidates = first_stage_candidates(data, depth=settings.mine_depth, run=run)
         negatives = sample_negatives(data, candidates, count=settings.negatives, seed=settings.seed)

@@ -21,6 +21,15 @@ from rerankit.errors import ConfigurationError
 from rerankit.pipelines.pair_encoder import window_starts
 
 
+def check_tokenizer(tokenizer: Any, max_windows: int) -> None:
+    """Refuse windows for a model without a fast tokenizer (its offsets cut the text)."""
+    if max_windows > 1 and not getattr(tokenizer, "is_fast", False):
+        raise ConfigurationError(
+            "--max-windows needs the model's fast tokenizer (tokenizer.json) to cut documents "
+            "into windows; this model has a slow one: train with --max-windows 1"
+        )
+
+
 class WindowPicker:
     """Picks the window of each long document that a query's terms point to.
 
@@ -31,11 +40,7 @@ class WindowPicker:
     def __init__(
         self, tokenizer: Any, documents: Iterable[str], *, max_length: int, max_windows: int
     ) -> None:
-        if max_windows > 1 and not getattr(tokenizer, "is_fast", False):
-            raise ConfigurationError(
-                "--max-windows needs the model's fast tokenizer (tokenizer.json) to cut documents "
-                "into windows; this model has a slow one: train with --max-windows 1"
-            )
+        check_tokenizer(tokenizer, max_windows)
         self._tokenizer = tokenizer
         self.max_length = max_length
         self.max_windows = max_windows
