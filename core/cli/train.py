@@ -75,8 +75,9 @@ def register(commands: Any) -> None:
         "--max-windows",
         type=int,
         default=d.max_windows,
-        help="read long documents as up to N windows of --max-length, as the reranker's "
-        "max_windows does: each pair trains on the window sharing the rarest query terms",
+        help="cut long documents into the N windows of --max-length a reranker with "
+        "max_windows=N reads: each pair trains on the one sharing the most IDF-weighted "
+        "query tokens (default 1: the first tokens)",
     )
     parser.add_argument(
         "--validation-queries",

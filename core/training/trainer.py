@@ -17,7 +17,7 @@ import re
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -191,7 +191,7 @@ def train(
             )
     try:
         model = _load_base(settings)
-        check_tokenizer(model.tokenizer, settings.max_windows)
+        check_tokenizer(model.tokenizer, settings.max_length, settings.max_windows)
         _prepare_output(out, settings, data, resume=resume)
         candidates = first_stage_candidates(data, depth=settings.mine_depth, run=run)
         negatives = sample_negatives(data, candidates, count=settings.negatives, seed=settings.seed)
@@ -278,7 +278,8 @@ def _check_output(
                 f"--resume: the run in {out} finished; nothing to resume (--overwrite trains again)"
             )
         before = json.loads(saved.read_text(encoding="utf-8"))
-        changed = sorted(k for k, v in asdict(settings).items() if before.get(k) != v)
+        defaults = {f.name: f.default for f in fields(TrainSettings)}  # keys newer than the run
+        changed = sorted(k for k, v in asdict(settings).items() if before.get(k, defaults[k]) != v)
         if changed:
             raise ConfigurationError(
                 f"--resume with other settings than the run in {out} ({changed}); resume with "
@@ -478,7 +479,8 @@ def _examples(
 ) -> tuple[dict[str, list[Any]], int, int]:
     """The training columns for ``loss``, the documents per example and the queries used.
 
-    The teacher scores whole documents; the student reads each one's picked window."""
+    The teacher scores each document as its own reranker reads it; the student reads the
+    document's picked window (see :mod:`rerankit.training.windows`)."""
     lists = {
         q.qid: q.positives + negatives[q.qid]
         if q.positives
@@ -518,10 +520,11 @@ def _examples(
         for q in queries:
             ids, scores = lists[q.qid], labels[q.qid]
             top = max(range(len(ids)), key=scores.__getitem__)
+            best = picker.pick(q.text, data.corpus[ids[top]])
             for i, doc in enumerate(ids):
                 if i != top:
                     rows["query"].append(q.text)
-                    rows["positive"].append(picker.pick(q.text, data.corpus[ids[top]]))
+                    rows["positive"].append(best)
                     rows["negative"].append(picker.pick(q.text, data.corpus[doc]))
                     rows["label"].append(scores[top] - scores[i])
         return rows, 2, len(queries)

@@ -75,10 +75,12 @@ class _Rows(TrainerCallback):  # type: ignore[misc]
         self.rows = list(kwargs["train_dataloader"].dataset)
 
 
+@pytest.mark.parametrize("loss", ["bce", "lambda"])
 def test_training_rows_read_long_documents_as_picked_windows(
-    train_set: Path, tiny_encoder_dir: Path, tmp_path: Path
+    train_set: Path, tiny_encoder_dir: Path, tmp_path: Path, loss: str
 ) -> None:
     settings = TrainSettings(
+        loss=loss,
         base=str(tiny_encoder_dir),
         out=str(tmp_path / "m"),
         negatives=3,
@@ -95,31 +97,55 @@ def test_training_rows_read_long_documents_as_picked_windows(
     outcome = train(train_set, settings, callbacks=[spy])
     data = load_training_data(train_set)
     tokenizer = AutoTokenizer.from_pretrained(tiny_encoder_dir)
-    by_query = {q.text: q for q in data.queries}
     later = 0
-    for row in spy.rows:
-        query = by_query[row["query"]]
-        budget = 64 - 3 - min(len(_ids(tokenizer, query.text)), 32)
-        (document,) = [d for d in data.corpus.values() if row["document"] in d][:1]
-        encoded = tokenizer(
-            document, add_special_tokens=False, return_offsets_mapping=True, verbose=False
-        )
-        ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
-        starts = window_starts(len(ids), budget, 3)
-        if len(starts) == 1:
-            assert row["document"] == document
-            continue
-        ends = [min(s + budget, len(ids)) - 1 for s in starts]
-        windows = [
-            document[offsets[s][0] : offsets[e][1]] for s, e in zip(starts, ends, strict=True)
-        ]
-        assert row["document"] in windows
-        later += row["document"] != windows[0]
+    texts = [
+        (row["query"], text)
+        for row in spy.rows
+        for text in (row["documents"] if loss == "lambda" else [row["document"]])
+    ]
+    assert len(texts) >= 20 * 4  # every training query's positives and 3 negatives, no loss
+    for query, text in texts:
+        budget = 64 - 3 - min(len(_ids(tokenizer, query)), 32)
+        read = [_reads(tokenizer, d, budget) for d in data.corpus.values() if text in d]
+        assert any(text in windows for windows in read), "a text that is no document's window"
+        later += all(windows[0] != text for windows in read)
     assert later > 0, "no long document trained on a later window: the test could not fail"
     assert outcome.steps > 0
     card = (tmp_path / "m" / "README.md").read_text(encoding="utf-8")
     assert "max_length=64, max_windows=3)" in card  # read as it learned
     assert "max_length=64,max_windows=3" in card
+
+
+def _reads(tokenizer: Any, document: str, budget: int) -> list[str]:
+    """The texts of the windows a reader with max_windows=3 scores (the document if it fits)."""
+    encoded = tokenizer(
+        document, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+    )
+    ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
+    starts = window_starts(len(ids), budget, 3)
+    if len(starts) == 1:
+        return [document]
+    ends = [min(s + budget, len(ids)) - 1 for s in starts]
+    return [document[offsets[s][0] : offsets[e][1]] for s, e in zip(starts, ends, strict=True)]
+
+
+def test_runs_from_before_max_windows_resume_and_other_windows_are_refused(
+    tiny_encoder_dir: Path, tmp_path: Path
+) -> None:
+    import json
+    from dataclasses import asdict
+
+    from rerankit.training.trainer import _check_output
+
+    out = tmp_path / "run"
+    (out / "training").mkdir(parents=True)
+    settings = TrainSettings(base=str(tiny_encoder_dir), out=str(out))
+    older = {k: v for k, v in asdict(settings).items() if k != "max_windows"}
+    (out / "training" / "settings.json").write_text(json.dumps(older), encoding="utf-8")
+    _check_output(out, settings, [], resume=True, overwrite=False)  # the default it ran with
+    windowed = TrainSettings(base=str(tiny_encoder_dir), out=str(out), max_windows=3)
+    with pytest.raises(ConfigurationError, match=r"\['max_windows'\]"):
+        _check_output(out, windowed, [], resume=True, overwrite=False)
 
 
 def test_max_windows_must_be_a_positive_count_and_needs_a_fast_tokenizer(
@@ -131,3 +157,6 @@ def test_max_windows_must_be_a_positive_count_and_needs_a_fast_tokenizer(
     with pytest.raises(ConfigurationError, match="needs the model's fast tokenizer"):
         WindowPicker(slow, ["a document"], max_length=64, max_windows=2)
     assert WindowPicker(slow, [], max_length=64, max_windows=1).pick("q", "d") == "d"
+    fast = AutoTokenizer.from_pretrained(tiny_encoder_dir)
+    with pytest.raises(ConfigurationError, match="no room for a query"):
+        WindowPicker(fast, ["a document"], max_length=4, max_windows=2)
