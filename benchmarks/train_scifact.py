@@ -116,12 +116,7 @@ def main() -> int:
         (DISTILLED / "training" / "teacher-scores.sqlite").unlink(missing_ok=True)
         timings = {name: rerankit(*command) for name, command in stages(base)}
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        summary["training"] = {
-            "seconds": timings,
-            "peak_rss_mib": peak,
-            "cpus": os.cpu_count(),
-            "teacher_cached": False,
-        }
+        summary["training"] = {"seconds": timings, "peak_rss_mib": peak, "cpus": os.cpu_count()}
     elif (OUT / "summary.json").is_file():  # the model is the last run's: so is its training
         last = json.loads((OUT / "summary.json").read_text(encoding="utf-8"))
         if "training" in last:
@@ -161,15 +156,15 @@ def window_sweep() -> dict[str, float]:
     """nDCG@10 of the int8 export on the held-out training claims (BM25 top 100) by max_windows:
     the validation slice both `rerankit train` runs held out (same seed and count)."""
     from rerankit import Reranker
-    from rerankit.eval.first_stage import BM25
     from rerankit.eval.metrics import mean, per_query
     from rerankit.training.data import load_training_data
+    from rerankit.training.negatives import first_stage_candidates
     from rerankit.training.trainer import validation_queries
 
     data = load_training_data(DATA / "scifact-train")
     held = validation_queries(data, VALIDATION_QUERIES, seed=0)
-    index = BM25(data.corpus)
-    candidates = {q.qid: [d for d, _ in index.search(q.text, 100)] for q in held}
+    mined = first_stage_candidates(data, depth=100)  # the first stage rerankit train mines with
+    candidates = {q.qid: mined[q.qid] for q in held}
     qrels = {q.qid: {d: g for d, g in q.judged.items() if g > 0} for q in held}
     sweep = {"bm25": mean(per_query(candidates, qrels)["nDCG@10"])}
     for windows in WINDOW_CHOICES:
@@ -210,12 +205,7 @@ def markdown(summary: dict[str, object]) -> str:
         seconds = training["seconds"]
         lines.append(
             f"Training on {training['cpus']} CPUs: distillation {seconds['distil'] / 60:.1f} min "
-            + (
-                "(the teacher's scores read from an earlier run's cache)"
-                if training.get("teacher_cached")
-                else "(teacher scoring included)"
-            )
-            + f", fine-tuning {seconds['fine-tune'] / 60:.1f} min "
+            f"(teacher scoring included), fine-tuning {seconds['fine-tune'] / 60:.1f} min "
             f"(int8 export included); peak RSS {training['peak_rss_mib']:.0f} MiB."
         )
         lines.append("")
