@@ -1,10 +1,11 @@
 """How `rerankit export --quantize int8` quantizes, and how far int8 can go on this CPU.
 
-One trained MiniLM reranker (the model `benchmarks/train_scifact.py` writes), five ways:
-fp32 torch (the cross-encoder backend's runtime), fp32 ONNX, and three int8 ONNX graphs:
+One trained MiniLM reranker (the model `benchmarks/train_scifact.py` writes), six ways:
+fp32 torch (the cross-encoder backend's runtime), fp32 ONNX, and four int8 ONNX graphs:
 one scale per weight matrix, one scale per output channel (what `rerankit export` writes), and
-per channel after ONNX Runtime's transformer optimizer fused attention into `QAttention`
-(what rerankit exported before it measured this). For each: pairs/s on full batches of real
+per channel after ONNX Runtime's transformer optimizer fused attention, either into
+`QAttention` (what rerankit exported before it measured this) or into an fp32
+`MultiHeadAttention` after int8 Q/K/V projections. For each: pairs/s on full batches of real
 (claim, BM25 candidate) pairs of seeded SciFact training claims (never the test claims),
 alternated so that every system sees the same machine state, and how far its logits are from
 fp32 torch (Pearson, mean |Δ|, per-claim Spearman, top-1 agreement). Last, ONNX Runtime's
@@ -51,6 +52,7 @@ def pairs(claims: int) -> list[tuple[str, str]]:
 def graphs(model: Path, scratch: Path) -> dict[str, Path]:
     """The ONNX files to compare, all from one fp32 export."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
     from transformers import AutoConfig
 
@@ -61,27 +63,35 @@ def graphs(model: Path, scratch: Path) -> dict[str, Path]:
     per_matrix = scratch / "per-matrix.onnx"
     quantize_dynamic(str(fp32), str(per_matrix), weight_type=QuantType.QInt8)
     config = AutoConfig.from_pretrained(model)
-    fused_fp32 = scratch / "fused-fp32.onnx"
-    optimize_model(
-        str(fp32),
-        model_type="bert",
-        num_heads=config.num_attention_heads,
-        hidden_size=config.hidden_size,
-        opt_level=0,
-    ).save_model_to_file(str(fused_fp32))
-    fused = scratch / "fused.onnx"
-    quantize_dynamic(
-        str(fused_fp32),
-        str(fused),
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        extra_options={"DefaultTensorType": 1},  # fused ops have no ONNX shape inference
-    )
+    fused = {}
+    for name, separate_projections in (("qattention", False), ("mha", True)):
+        options = FusionOptions("bert")
+        options.use_multi_head_attention = separate_projections
+        fused_fp32 = scratch / f"{name}-fp32.onnx"
+        optimize_model(
+            str(fp32),
+            model_type="bert",
+            num_heads=config.num_attention_heads,
+            hidden_size=config.hidden_size,
+            opt_level=0,
+            optimization_options=options,
+        ).save_model_to_file(str(fused_fp32))
+        fused[name] = scratch / f"{name}.onnx"
+        quantize_dynamic(
+            str(fused_fp32),
+            str(fused[name]),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            # MultiHeadAttention has no int8 form: its projections are MatMuls before it
+            op_types_to_quantize=["MatMul"] if separate_projections else None,
+            extra_options={"DefaultTensorType": 1},  # fused ops have no ONNX shape inference
+        )
     return {
         "fp32 ONNX": fp32,
         "int8, one scale per matrix": per_matrix,
         "int8, per channel (rerankit export)": ours,
-        "int8, per channel, fused attention": fused,
+        "int8, per channel, fused attention": fused["qattention"],
+        "int8, per channel, fused MultiHeadAttention": fused["mha"],
     }
 
 

@@ -179,8 +179,9 @@ def main() -> None:
     lines += [
         "## Training (`benchmarks/train_scifact.py`)",
         "",
-        "all-MiniLM-L6-v2 distilled from its own late-interaction scores, then fine-tuned on",
-        "the judgments of SciFact's 809 training claims with `rerankit train` on this CPU;",
+        "all-MiniLM-L6-v2 distilled from its own late-interaction scores blended with BM25,",
+        "then fine-tuned on the judgments of SciFact's 809 training claims with `rerankit",
+        "train` on this CPU;",
         "evaluated on the 300 test claims (numbers from that script's run; its docstring has",
         "the recipe).",
         "",

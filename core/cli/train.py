@@ -53,6 +53,14 @@ def register(commands: Any) -> None:
     d = DEFAULTS
     parser.add_argument("--teacher-temperature", type=float, default=d.teacher_temperature)
     parser.add_argument(
+        "--teacher-first-stage-weight",
+        type=float,
+        default=d.teacher_first_stage_weight,
+        metavar="W",
+        help="a hybrid teacher: add W x the teacher's spread x the first stage's z-score to the "
+        "teacher's score of each document in a list (0: the teacher alone)",
+    )
+    parser.add_argument(
         "--negatives", type=int, default=d.negatives, help="hard negatives per query"
     )
     parser.add_argument(
@@ -126,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         teacher=teacher,
         teacher_temperature=args.teacher_temperature,
+        teacher_first_stage_weight=args.teacher_first_stage_weight,
         run_file=None if args.first_stage == "bm25" else args.first_stage,
         device=args.device,
         trust_remote_code=args.trust_remote_code,

@@ -56,6 +56,11 @@ class BM25:
             (self.ids[int(i)], float(s)) for i, s in zip(hits[0], scores[0], strict=True) if s > 0
         ]
 
+    def scores(self, query: str) -> dict[str, float]:
+        """Every document's BM25 score for ``query`` (0 where no query term occurs)."""
+        values = self.index.get_scores(tokenize(query))
+        return {doc: float(value) for doc, value in zip(self.ids, values, strict=True)}
+
 
 def load_run(path: str | Path) -> dict[str, Ranking]:
     """A TREC run (``qid Q0 docid rank score tag``) or TSV (``qid docid score``), best first."""

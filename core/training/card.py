@@ -148,8 +148,10 @@ def _teacher_text(settings: TrainSettings, outcome: TrainOutcome) -> str:
         return "none (judgments only)"
     report = outcome.teacher
     usage = ", ".join(f"{k} {v:g}" for k, v in sorted(report.usage.items()))
+    weight = settings.teacher_first_stage_weight
+    blended = f", blended with the first stage's z-scores at weight {weight:g}" if weight else ""
     return (
         f"`{teacher['model']}` (backend {teacher.get('backend') or 'inferred'}, scale "
-        f"{report.scale}, temperature {settings.teacher_temperature}): {report.scored} pairs "
-        f"scored, {report.cached} from cache{'; ' + usage if usage else ''}"
+        f"{report.scale}, temperature {settings.teacher_temperature}{blended}): "
+        f"{report.scored} pairs scored, {report.cached} from cache{'; ' + usage if usage else ''}"
     )

@@ -21,6 +21,26 @@ def first_stage_candidates(
     return {q.qid: [d for d, _ in index.search(q.text, depth)] for q in data.queries}
 
 
+def first_stage_scores(
+    data: TrainingData, lists: dict[str, list[str]], *, run: dict[str, Ranking] | None = None
+) -> dict[str, list[float]]:
+    """The first stage's score of each listed document, per query: BM25 over the corpus, or the
+    run file's score (a document the run did not retrieve gets the query's lowest run score)."""
+    text = {q.qid: q.text for q in data.queries}
+    if run is not None:
+        scored = {qid: dict(run.get(qid, [])) for qid in lists}
+        return {
+            qid: [scored[qid].get(d, min(scored[qid].values(), default=0.0)) for d in docs]
+            for qid, docs in lists.items()
+        }
+    index = BM25(data.corpus)
+    result: dict[str, list[float]] = {}
+    for qid, docs in lists.items():
+        scores = index.scores(text[qid])
+        result[qid] = [scores[d] for d in docs]
+    return result
+
+
 def sample_negatives(
     data: TrainingData, candidates: dict[str, list[str]], *, count: int, seed: int
 ) -> dict[str, list[str]]:

@@ -15,6 +15,7 @@ import math
 import random
 import re
 import shutil
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -26,7 +27,11 @@ from rerankit.config import RerankerConfig
 from rerankit.errors import BackendError, ConfigurationError, InvalidInputError
 from rerankit.eval.first_stage import Ranking
 from rerankit.training.data import TrainingData, TrainingQuery, load_training_data
-from rerankit.training.negatives import first_stage_candidates, sample_negatives
+from rerankit.training.negatives import (
+    first_stage_candidates,
+    first_stage_scores,
+    sample_negatives,
+)
 from rerankit.training.teacher import Teacher, TeacherReport
 from rerankit.training.windows import WindowPicker, check_tokenizer
 
@@ -66,6 +71,8 @@ class TrainSettings:
     seed: int = 0
     teacher: dict[str, Any] | None = None  # a RerankerConfig as a dict (never an API key)
     teacher_temperature: float = 1.0
+    # >0: the teacher's scores plus this many of their spreads times the first stage's z-score
+    teacher_first_stage_weight: float = 0.0
     run_file: str | None = None
     device: str | None = None
     trust_remote_code: bool = False
@@ -111,6 +118,15 @@ class TrainSettings:
         for name in ("epochs", "learning_rate", "teacher_temperature"):
             if not getattr(self, name) > 0:
                 raise ConfigurationError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not self.teacher_first_stage_weight >= 0:
+            raise ConfigurationError(
+                f"teacher_first_stage_weight must be >= 0, got {self.teacher_first_stage_weight}"
+            )
+        if self.teacher_first_stage_weight > 0 and self.teacher is None:
+            raise ConfigurationError(
+                "teacher_first_stage_weight blends the first stage into a teacher's scores: "
+                "give --teacher"
+            )
         if not 0 <= self.warmup < 1:
             raise ConfigurationError(
                 f"warmup is a fraction of the steps in [0, 1), got {self.warmup}"
@@ -206,6 +222,7 @@ def train(
             picker,
             settings,
             progress,
+            run,
         )
     finally:
         if teacher is not None:
@@ -476,6 +493,7 @@ def _examples(
     picker: WindowPicker,
     settings: TrainSettings,
     progress: bool,
+    run: dict[str, Ranking] | None = None,
 ) -> tuple[dict[str, list[Any]], int, int]:
     """The training columns for ``loss``, the documents per example and the queries used.
 
@@ -502,9 +520,15 @@ def _examples(
         labels = {q.qid: [float(q.judged.get(d, 0)) for d in lists[q.qid]] for q in queries}
     else:
         requests = [(q.text, [data.corpus[d] for d in lists[q.qid]]) for q in queries]
-        scored = teacher.score(requests, progress=progress)
+        scored = [_as_logits(row, teacher) for row in teacher.score(requests, progress=progress)]
+        if settings.teacher_first_stage_weight > 0:
+            first = first_stage_scores(data, {q.qid: lists[q.qid] for q in queries}, run=run)
+            weight = settings.teacher_first_stage_weight
+            scored = [
+                blend(row, first[q.qid], weight) for q, row in zip(queries, scored, strict=True)
+            ]
         labels = {
-            q.qid: [s / settings.teacher_temperature for s in _as_logits(row, teacher)]
+            q.qid: [s / settings.teacher_temperature for s in row]
             for q, row in zip(queries, scored, strict=True)
         }
     if loss == "bce":
@@ -534,6 +558,23 @@ def _examples(
         rows["documents"].append([picker.pick(q.text, data.corpus[d]) for d in lists[q.qid]])
         rows["labels"].append(labels[q.qid])
     return rows, settings.negatives + 1, len(queries)
+
+
+def blend(teacher: list[float], first_stage: list[float], weight: float) -> list[float]:
+    """A hybrid teacher over one list: the teacher's scores plus ``weight`` times the first
+    stage's z-scores, scaled to the teacher's spread so the blend keeps the teacher's sharpness.
+
+    >>> blend([2.0, 0.0], [0.0, 10.0], 0.5)
+    [1.5, 0.5]
+    """
+    spread = statistics.pstdev(teacher) or 1.0
+    centre, scale = statistics.fmean(first_stage), statistics.pstdev(first_stage)
+    if scale == 0:
+        return list(teacher)
+    return [
+        t + weight * spread * (f - centre) / scale
+        for t, f in zip(teacher, first_stage, strict=True)
+    ]
 
 
 def _as_logits(scores: list[float], teacher: Teacher) -> list[float]:

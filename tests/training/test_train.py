@@ -304,6 +304,90 @@ def test_teacher_labels_are_the_teachers_scores(
     assert all(min(abs(s - d) for s in stored) < 1e-5 for d in direct)
 
 
+def test_a_hybrid_teacher_blends_bm25_into_each_list(
+    train_set: Path,
+    tiny_encoder_dir: Path,
+    tiny_bert_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rerankit.eval.first_stage import BM25
+    from rerankit.training import trainer as trainer_module
+    from rerankit.training.trainer import blend
+
+    captured: dict[float, dict[str, list[Any]]] = {}
+    weight = 0.0
+
+    def stop(model: Any, rows: dict[str, list[Any]], *args: Any) -> Any:
+        captured[weight] = rows
+        raise _Interrupt
+
+    monkeypatch.setattr(trainer_module, "_trainer", stop)
+    teacher = {"model": str(tiny_bert_dir), "backend": "cross-encoder", "device": "cpu"}
+    for weight in (0.0, 0.5):
+        settings = _settings(
+            tiny_encoder_dir,
+            tmp_path / str(weight),
+            teacher=teacher,
+            loss="listnet",
+            teacher_first_stage_weight=weight,
+        )
+        with pytest.raises(_Interrupt):
+            train(train_set, settings)
+    alone, hybrid = captured[0.0], captured[0.5]
+    assert alone["query"] == hybrid["query"]
+    assert alone["documents"] == hybrid["documents"]
+    data = load_training_data(train_set)
+    index, ids = BM25(data.corpus), {text: d for d, text in data.corpus.items()}
+    moved = 0
+    for query, documents, plain, blended in zip(
+        alone["query"], alone["documents"], alone["labels"], hybrid["labels"], strict=True
+    ):
+        bm25 = index.scores(query)
+        lexical = [bm25[ids[text]] for text in documents]
+        assert blended == pytest.approx(blend(plain, lexical, 0.5))
+        # the blend moves each document toward its BM25 standing, on the teacher's scale
+        shift = [b - p for b, p in zip(blended, plain, strict=True)]
+        order = sorted(range(len(lexical)), key=lexical.__getitem__)
+        assert [shift[i] for i in order] == sorted(shift)
+        moved += shift != [0.0] * len(shift)
+    assert moved > 0
+
+
+def test_blend_keeps_the_teachers_spread_and_ignores_a_flat_first_stage() -> None:
+    import statistics
+
+    from rerankit.training.trainer import blend
+
+    teacher = [4.0, 1.0, 0.0, -2.0]
+    lexical = [0.0, 9.0, 3.0, 6.0]
+    blended = blend(teacher, lexical, 1.0)
+    z = [(x - 4.5) / statistics.pstdev(lexical) for x in lexical]
+    spread = statistics.pstdev(teacher)
+    assert blended == pytest.approx([t + spread * w for t, w in zip(teacher, z, strict=True)])
+    assert blend(teacher, lexical, 0.0) == teacher
+    assert blend(teacher, [2.0] * 4, 1.0) == teacher  # no lexical signal: the teacher alone
+    # a flat teacher still learns the first stage's order, on a unit scale
+    assert blend([1.0, 1.0], [0.0, 2.0], 1.0) == [0.0, 2.0]
+
+
+def test_first_stage_scores_are_bm25s_or_the_run_files(train_set: Path) -> None:
+    from rerankit.eval.first_stage import BM25
+    from rerankit.training.negatives import first_stage_scores
+
+    data = load_training_data(train_set)
+    query = data.judged_queries[0]
+    hits = BM25(data.corpus).search(query.text, 5)
+    listed = {query.qid: [d for d, _ in hits] + query.positives}
+    scores = first_stage_scores(data, listed)[query.qid]
+    assert scores[: len(hits)] == pytest.approx([s for _, s in hits])
+    run = {query.qid: hits[:2]}
+    from_run = first_stage_scores(data, listed, run=run)[query.qid]
+    lowest = hits[1][1]
+    expected = [hits[0][1], hits[1][1]] + [lowest] * (len(listed[query.qid]) - 2)
+    assert from_run == pytest.approx(expected)
+
+
 # -- bad input: typed errors before anything trains ---------------------------------------------
 
 
@@ -327,6 +411,8 @@ DOCS = [{"_id": "d1", "text": "one abstract"}, {"_id": "d2", "text": "another ab
         ("bad-teacher", "teacher"),
         ("output-exists", "--overwrite"),
         ("bad-jsonl", "label must be a number"),
+        ("first-stage-weight-without-teacher", "give --teacher"),
+        ("negative-first-stage-weight", "teacher_first_stage_weight must be >= 0"),
     ],
 )
 def test_bad_input_is_a_typed_error_before_training(
@@ -351,6 +437,11 @@ def test_bad_input_is_a_typed_error_before_training(
     elif case == "output-exists":
         out.mkdir()
         (out / "notes.txt").write_text("mine")
+    elif case == "first-stage-weight-without-teacher":
+        extra = ["--teacher-first-stage-weight", "0.5"]
+    elif case == "negative-first-stage-weight":
+        teacher = f"model={tmp_path / 'missing'},backend=cross-encoder"
+        extra = ["--teacher", teacher, "--teacher-first-stage-weight", "-1"]
     elif case == "bad-jsonl":
         data = tmp_path / "pairs.jsonl"
         data.write_text(json.dumps({"query": "q", "document": "d", "label": "yes"}) + "\n")
