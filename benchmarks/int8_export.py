@@ -5,7 +5,8 @@ fp32 torch (the cross-encoder backend's runtime), fp32 ONNX, and four int8 ONNX 
 one scale per weight matrix, one scale per output channel (what `rerankit export` writes), and
 per channel after ONNX Runtime's transformer optimizer fused attention, either into
 `QAttention` (what rerankit exported before it measured this) or into an fp32
-`MultiHeadAttention` after int8 Q/K/V projections. For each: pairs/s on full batches of real
+`MultiHeadAttention` after int8 Q/K/V projections (it has no int8 form). For each: pairs/s
+on full batches of real
 (claim, BM25 candidate) pairs of seeded SciFact training claims (never the test claims),
 alternated so that every system sees the same machine state, and how far its logits are from
 fp32 torch (Pearson, mean |Δ|, per-claim Spearman, top-1 agreement). Last, ONNX Runtime's
@@ -82,8 +83,6 @@ def graphs(model: Path, scratch: Path) -> dict[str, Path]:
             str(fused[name]),
             weight_type=QuantType.QInt8,
             per_channel=True,
-            # MultiHeadAttention has no int8 form: its projections are MatMuls before it
-            op_types_to_quantize=["MatMul"] if separate_projections else None,
             extra_options={"DefaultTensorType": 1},  # fused ops have no ONNX shape inference
         )
     return {

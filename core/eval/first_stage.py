@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ class BM25:
         self._bm25s: Any = require("bm25s", extra="eval", purpose="the BM25 first stage")
         logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build
         self.ids = list(corpus)
+        self._positions: dict[str, int] | None = None  # id -> row, built when scores() needs it
         self.index = self._bm25s.BM25(k1=k1, b=b)
         self.index.index([tokenize(text) for text in corpus.values()], show_progress=False)
 
@@ -56,10 +58,16 @@ class BM25:
             (self.ids[int(i)], float(s)) for i, s in zip(hits[0], scores[0], strict=True) if s > 0
         ]
 
-    def scores(self, query: str) -> dict[str, float]:
-        """Every document's BM25 score for ``query`` (0 where no query term occurs)."""
-        values = self.index.get_scores(tokenize(query))
-        return {doc: float(value) for doc, value in zip(self.ids, values, strict=True)}
+    def scores(self, query: str, ids: Sequence[str]) -> list[float]:
+        """The BM25 score of each document in ``ids`` for ``query`` (0 where no query term
+        occurs, and for a query without terms)."""
+        tokens = tokenize(query)
+        if not tokens:
+            return [0.0] * len(ids)
+        if self._positions is None:
+            self._positions = {doc: i for i, doc in enumerate(self.ids)}
+        values = self.index.get_scores(tokens)
+        return [float(values[self._positions[doc]]) for doc in ids]
 
 
 def load_run(path: str | Path) -> dict[str, Ranking]:

@@ -25,20 +25,18 @@ def first_stage_scores(
     data: TrainingData, lists: dict[str, list[str]], *, run: dict[str, Ranking] | None = None
 ) -> dict[str, list[float]]:
     """The first stage's score of each listed document, per query: BM25 over the corpus, or the
-    run file's score (a document the run did not retrieve gets the query's lowest run score)."""
-    text = {q.qid: q.text for q in data.queries}
+    run file's score, where a document the run did not retrieve gets the query's lowest score
+    among the run's documents in the corpus (a query the run lacks gets 0 for every document)."""
     if run is not None:
-        scored = {qid: dict(run.get(qid, [])) for qid in lists}
-        return {
-            qid: [scored[qid].get(d, min(scored[qid].values(), default=0.0)) for d in docs]
-            for qid, docs in lists.items()
-        }
+        result: dict[str, list[float]] = {}
+        for qid, docs in lists.items():
+            scored = {d: s for d, s in run.get(qid, []) if d in data.corpus}
+            lowest = min(scored.values(), default=0.0)
+            result[qid] = [scored.get(d, lowest) for d in docs]
+        return result
+    text = {q.qid: q.text for q in data.queries}
     index = BM25(data.corpus)
-    result: dict[str, list[float]] = {}
-    for qid, docs in lists.items():
-        scores = index.scores(text[qid])
-        result[qid] = [scores[d] for d in docs]
-    return result
+    return {qid: index.scores(text[qid], docs) for qid, docs in lists.items()}
 
 
 def sample_negatives(

@@ -71,7 +71,7 @@ class TrainSettings:
     seed: int = 0
     teacher: dict[str, Any] | None = None  # a RerankerConfig as a dict (never an API key)
     teacher_temperature: float = 1.0
-    # >0: the teacher's scores plus this many of their spreads times the first stage's z-score
+    # >0: each list's teacher scores plus this weight x their spread x the first stage's z-score
     teacher_first_stage_weight: float = 0.0
     run_file: str | None = None
     device: str | None = None
@@ -118,9 +118,10 @@ class TrainSettings:
         for name in ("epochs", "learning_rate", "teacher_temperature"):
             if not getattr(self, name) > 0:
                 raise ConfigurationError(f"{name} must be > 0, got {getattr(self, name)}")
-        if not self.teacher_first_stage_weight >= 0:
+        weight = self.teacher_first_stage_weight
+        if not (math.isfinite(weight) and weight >= 0):
             raise ConfigurationError(
-                f"teacher_first_stage_weight must be >= 0, got {self.teacher_first_stage_weight}"
+                f"teacher_first_stage_weight must be a finite number >= 0, got {weight}"
             )
         if self.teacher_first_stage_weight > 0 and self.teacher is None:
             raise ConfigurationError(
@@ -562,7 +563,8 @@ def _examples(
 
 def blend(teacher: list[float], first_stage: list[float], weight: float) -> list[float]:
     """A hybrid teacher over one list: the teacher's scores plus ``weight`` times the first
-    stage's z-scores, scaled to the teacher's spread so the blend keeps the teacher's sharpness.
+    stage's z-scores put on the teacher's scale (times the teacher's spread over the list; a
+    flat teacher's scale is 1). A flat first stage leaves the teacher's scores as they are.
 
     >>> blend([2.0, 0.0], [0.0, 10.0], 0.5)
     [1.5, 0.5]
