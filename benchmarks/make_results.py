@@ -187,6 +187,7 @@ def main() -> None:
         "",
         TRAINING.read_text(encoding="utf-8").strip(),
         "",
+        *hybrid_teacher_table(ROOT / "benchmarks" / "results" / "hybrid_teacher.json"),
         "The full `rerankit eval` tables of these runs are in the sections of their sets above.",
         "",
     ]
@@ -216,6 +217,26 @@ def trained_rows(name: str) -> list[str]:
         "",
         *quality_table(report),
     ]
+
+
+def hybrid_teacher_table(path: Path) -> list[str]:
+    """How the distillation teacher's BM25 weight was chosen (``benchmarks/hybrid_teacher.py``)."""
+    if not path.is_file():
+        return []
+    facts = json.loads(path.read_text(encoding="utf-8"))
+    parts = list(facts["claims"])
+    lines = [
+        "The teacher's BM25 weight (`benchmarks/hybrid_teacher.py`): nDCG@10 of each ranking",
+        "of the BM25 top 100 of SciFact *training* claims ("
+        + ", ".join(f"{n} {p}" for p, n in facts["claims"].items())
+        + "; never the test claims).",
+        "",
+        "| ranking | all | " + " | ".join(parts) + " |",
+        "|---|---|" + "---|" * len(parts),
+    ]
+    for name, row in facts["ndcg@10"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in row.values()) + " |")
+    return [*lines, ""]
 
 
 def quality_table(report: Path) -> list[str]:

@@ -242,7 +242,7 @@ def markdown(summary: dict[str, object]) -> str:
         f"| trained, fp32 (torch) | {row['fp32_ndcg@10']:.3f} | {row['fp32_p_value']:.2g} "
         f"| {row['fp32_pairs_per_second']:.0f} |",
         f"| trained, int8 (ONNX Runtime) | {row['int8_ndcg@10']:.3f} "
-        f"({row['int8_vs_fp32']:+.1%} vs fp32) | - | {row['int8_pairs_per_second']:.0f} "
+        f"({row['int8_vs_fp32']:+.2%} vs fp32) | - | {row['int8_pairs_per_second']:.0f} "
         f"({row['int8_speedup']:.2f}x fp32) |",
     ]
     ood = summary.get("out_of_domain")
