@@ -45,7 +45,7 @@ class BM25:
         self._bm25s: Any = require("bm25s", extra="eval", purpose="the BM25 first stage")
         logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build
         self.ids = list(corpus)
-        self._positions: dict[str, int] | None = None  # id -> row, built when scores() needs it
+        self._positions = {doc: i for i, doc in enumerate(self.ids)}
         self.index = self._bm25s.BM25(k1=k1, b=b)
         self.index.index([tokenize(text) for text in corpus.values()], show_progress=False)
 
@@ -64,8 +64,6 @@ class BM25:
         tokens = tokenize(query)
         if not tokens:
             return [0.0] * len(ids)
-        if self._positions is None:
-            self._positions = {doc: i for i, doc in enumerate(self.ids)}
         values = self.index.get_scores(tokens)
         return [float(values[self._positions[doc]]) for doc in ids]
 

@@ -9,22 +9,32 @@ from rerankit.training.data import TrainingData
 
 
 def first_stage_candidates(
-    data: TrainingData, *, depth: int, run: dict[str, Ranking] | None = None
+    data: TrainingData,
+    *,
+    depth: int,
+    run: dict[str, Ranking] | None = None,
+    index: BM25 | None = None,
 ) -> dict[str, list[str]]:
-    """Each query's top ``depth`` document ids from BM25 (or ``run``), best first."""
+    """Each query's top ``depth`` document ids from BM25 (``index``, built over the corpus when
+    not given) or ``run``, best first."""
     if run is not None:
         return {
             q.qid: [d for d, _ in run.get(q.qid, []) if d in data.corpus][:depth]
             for q in data.queries
         }
-    index = BM25(data.corpus)
+    index = index or BM25(data.corpus)
     return {q.qid: [d for d, _ in index.search(q.text, depth)] for q in data.queries}
 
 
 def first_stage_scores(
-    data: TrainingData, lists: dict[str, list[str]], *, run: dict[str, Ranking] | None = None
+    data: TrainingData,
+    lists: dict[str, list[str]],
+    *,
+    run: dict[str, Ranking] | None = None,
+    index: BM25 | None = None,
 ) -> dict[str, list[float]]:
-    """The first stage's score of each listed document, per query: BM25 over the corpus, or the
+    """The first stage's score of each listed document, per query: BM25 (``index``, built over
+    the corpus when not given), or the
     run file's score, where a document the run did not retrieve gets the query's lowest score
     among the run's documents in the corpus (a query the run lacks gets 0 for every document)."""
     if run is not None:
@@ -35,7 +45,7 @@ def first_stage_scores(
             result[qid] = [scored.get(d, lowest) for d in docs]
         return result
     text = {q.qid: q.text for q in data.queries}
-    index = BM25(data.corpus)
+    index = index or BM25(data.corpus)
     return {qid: index.scores(text[qid], docs) for qid, docs in lists.items()}
 
 

@@ -25,7 +25,7 @@ from typing import Any
 from rerankit._optional import require
 from rerankit.config import RerankerConfig
 from rerankit.errors import BackendError, ConfigurationError, InvalidInputError
-from rerankit.eval.first_stage import Ranking
+from rerankit.eval.first_stage import BM25, Ranking
 from rerankit.training.data import TrainingData, TrainingQuery, load_training_data
 from rerankit.training.negatives import (
     first_stage_candidates,
@@ -123,7 +123,7 @@ class TrainSettings:
             raise ConfigurationError(
                 f"teacher_first_stage_weight must be a finite number >= 0, got {weight}"
             )
-        if self.teacher_first_stage_weight > 0 and self.teacher is None:
+        if weight > 0 and self.teacher is None:
             raise ConfigurationError(
                 "teacher_first_stage_weight blends the first stage into a teacher's scores: "
                 "give --teacher"
@@ -210,7 +210,8 @@ def train(
         model = _load_base(settings)
         check_tokenizer(model.tokenizer, settings.max_length, settings.max_windows)
         _prepare_output(out, settings, data, resume=resume)
-        candidates = first_stage_candidates(data, depth=settings.mine_depth, run=run)
+        index = None if run is not None else BM25(data.corpus)  # mining and a hybrid teacher
+        candidates = first_stage_candidates(data, depth=settings.mine_depth, run=run, index=index)
         negatives = sample_negatives(data, candidates, count=settings.negatives, seed=settings.seed)
         picker = _window_picker(model, data, negatives, candidates, settings)
         rows, group, used = _examples(
@@ -224,6 +225,7 @@ def train(
             settings,
             progress,
             run,
+            index,
         )
     finally:
         if teacher is not None:
@@ -494,7 +496,8 @@ def _examples(
     picker: WindowPicker,
     settings: TrainSettings,
     progress: bool,
-    run: dict[str, Ranking] | None = None,
+    run: dict[str, Ranking] | None,
+    index: BM25 | None,
 ) -> tuple[dict[str, list[Any]], int, int]:
     """The training columns for ``loss``, the documents per example and the queries used.
 
@@ -522,9 +525,10 @@ def _examples(
     else:
         requests = [(q.text, [data.corpus[d] for d in lists[q.qid]]) for q in queries]
         scored = [_as_logits(row, teacher) for row in teacher.score(requests, progress=progress)]
-        if settings.teacher_first_stage_weight > 0:
-            first = first_stage_scores(data, {q.qid: lists[q.qid] for q in queries}, run=run)
-            weight = settings.teacher_first_stage_weight
+        weight = settings.teacher_first_stage_weight
+        if weight > 0:
+            listed = {q.qid: lists[q.qid] for q in queries}
+            first = first_stage_scores(data, listed, run=run, index=index)
             scored = [
                 blend(row, first[q.qid], weight) for q, row in zip(queries, scored, strict=True)
             ]
