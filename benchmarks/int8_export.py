@@ -9,9 +9,10 @@ per channel after ONNX Runtime's transformer optimizer fused attention, either i
 on full batches of real
 (claim, BM25 candidate) pairs of seeded SciFact training claims (never the test claims),
 alternated so that every system sees the same machine state, and how far its logits are from
-fp32 torch (Pearson, mean |Δ|, per-claim Spearman, top-1 agreement). Last, ONNX Runtime's
-profile of the per-channel int8 graph: the share of time in quantized MatMuls bounds what int8
-can gain.
+fp32 torch (Pearson, mean |Δ|, per-claim Spearman, top-1 agreement). Then the speed-up of the
+exported graph over fp32 torch by batch size (BATCH_SIZES pairs of 128 tokens), since int8
+gains most where a batch is small. Last, ONNX Runtime's profile of the per-channel int8 graph:
+the share of time in quantized MatMuls bounds what int8 can gain.
 
     python benchmarks/int8_export.py [--model DIR] [--claims 40]
 """
@@ -37,6 +38,7 @@ BATCH = 32
 MAX_LENGTH = 128  # the trained model's length
 CANDIDATES = 12  # BM25 top 12 per claim: the hard part of a ranking
 REPEATS = 8
+BATCH_SIZES = (1, 4, 8, 16, 32, 64)
 
 
 def pairs(claims: int) -> list[tuple[str, str]]:
@@ -177,6 +179,8 @@ def main() -> int:
         for name in runners:
             rate = BATCH / statistics.median(seconds[name])
             rows[name] |= {"pairs_per_second": rate, "speedup_vs_torch": rate / torch_rate}
+        exported = runners["int8, per channel (rerankit export)"]
+        by_batch = batch_curve(run_torch, exported, inputs)
         profile = op_profile(files["int8, per channel (rerankit export)"], full)
     summary = {
         "model": str(
@@ -185,11 +189,38 @@ def main() -> int:
         "pairs": len(texts),
         "batch": [BATCH, MAX_LENGTH],
         "systems": rows,
+        "by_batch_size": by_batch,
         "int8_op_time_share": profile,
     }
     OUT.write_text(json.dumps(summary, indent=2), encoding="utf-8")
     print(markdown(summary))
     return 0
+
+
+def batch_curve(
+    run_torch: Callable[[dict[str, Any]], Any],
+    run_int8: Callable[[dict[str, Any]], Any],
+    inputs: dict[str, Any],
+) -> dict[str, dict[str, float]]:
+    """Pairs/s of fp32 torch and the exported int8 graph on the first ``size`` pairs, by size."""
+    curve = {}
+    for size in BATCH_SIZES:
+        batch = {k: v[:size] for k, v in inputs.items()}
+        seconds: dict[str, list[float]] = {"torch": [], "int8": []}
+        run_torch(batch)  # warm-up
+        run_int8(batch)
+        for _ in range(max(REPEATS, 64 // size)):  # small batches are noisier: time more
+            for name, runner in (("torch", run_torch), ("int8", run_int8)):
+                started = time.perf_counter()
+                runner(batch)
+                seconds[name].append(time.perf_counter() - started)
+        rates = {name: size / statistics.median(spent) for name, spent in seconds.items()}
+        curve[str(size)] = {
+            "fp32_torch_pairs_per_second": rates["torch"],
+            "int8_pairs_per_second": rates["int8"],
+            "speedup_vs_torch": rates["int8"] / rates["torch"],
+        }
+    return curve
 
 
 def op_profile(model: Path, batch: dict[str, Any]) -> dict[str, float]:
@@ -232,6 +263,21 @@ def markdown(summary: dict[str, Any]) -> str:
             f"| {row['pearson']:.4f} | {row['mean_abs_logit_error']:.3f} "
             f"| {row['spearman_per_claim']:.3f} | {row['top1_agreement']:.3f} |"
         )
+    curve = summary["by_batch_size"]
+    best_torch = max(row["fp32_torch_pairs_per_second"] for row in curve.values())
+    best_int8 = max(row["int8_pairs_per_second"] for row in curve.values())
+    lines += [
+        "",
+        "| pairs per batch | fp32 torch pairs/s | int8 (rerankit export) pairs/s | speed-up |",
+        "|---|---|---|---|",
+        *(
+            f"| {size} | {row['fp32_torch_pairs_per_second']:.0f} "
+            f"| {row['int8_pairs_per_second']:.0f} | {row['speedup_vs_torch']:.2f}x |"
+            for size, row in curve.items()
+        ),
+        f"| each at its best | {best_torch:.0f} | {best_int8:.0f} "
+        f"| {best_int8 / best_torch:.2f}x |",
+    ]
     share = summary["int8_op_time_share"]
     quantized = sum(v for k, v in share.items() if k in QUANTIZED_MATMULS)
     top = ", ".join(f"{k} {v:.0%}" for k, v in list(share.items())[:6])

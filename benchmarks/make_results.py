@@ -188,6 +188,7 @@ def main() -> None:
         TRAINING.read_text(encoding="utf-8").strip(),
         "",
         *hybrid_teacher_table(ROOT / "benchmarks" / "results" / "hybrid_teacher.json"),
+        *int8_section(ROOT / "benchmarks" / "results" / "int8_export.json"),
         "The full `rerankit eval` tables of these runs are in the sections of their sets above.",
         "",
     ]
@@ -237,6 +238,21 @@ def hybrid_teacher_table(path: Path) -> list[str]:
     for name, row in facts["ndcg@10"].items():
         lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in row.values()) + " |")
     return [*lines, ""]
+
+
+def int8_section(path: Path) -> list[str]:
+    """How the trained model's int8 export compares with fp32 (``benchmarks/int8_export.py``)."""
+    if not path.is_file():
+        return []
+    from int8_export import markdown
+
+    return [
+        "The int8 export against fp32 torch (`benchmarks/int8_export.py`, numbers from that",
+        "script's last run):",
+        "",
+        markdown(json.loads(path.read_text(encoding="utf-8"))),
+        "",
+    ]
 
 
 def quality_table(report: Path) -> list[str]:

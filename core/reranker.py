@@ -84,6 +84,7 @@ class Reranker:
         self._fallback = fallback
         self._usage: dict[str, float] = {}
         self._usage_lock = threading.Lock()
+        self._truncation_logged = False
 
     @property
     def config(self) -> RerankerConfig:
@@ -370,15 +371,24 @@ class Reranker:
                 for key, value in scores.usage.items():
                     self._usage[key] = self._usage.get(key, 0.0) + value
         if scores.truncated:
+            # A warning once per reranker (like transformers' tokenizers), then DEBUG: an eval or
+            # a teacher over many queries would otherwise log one line per request.
+            with self._usage_lock:
+                first, self._truncation_logged = not self._truncation_logged, True
             limit = self._config.max_length if scores.max_tokens is None else scores.max_tokens
-            logger.warning(
-                "%s: %d of %d documents were truncated to %s",
+            logger.log(
+                logging.WARNING if first else logging.DEBUG,
+                "%s: %d of %d documents were truncated to %s%s",
                 self._config.model,
                 scores.truncated,
                 expected,
                 f"{limit} tokens"
                 if scores.windows == 1
                 else f"{scores.windows} windows of {limit} tokens",
+                "; RankResult.truncated counts them per request, and this reranker logs later "
+                "truncations at DEBUG level"
+                if first
+                else "",
             )
         return scores
 

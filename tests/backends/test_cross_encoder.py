@@ -265,3 +265,20 @@ def test_max_windows_keeps_the_best_window_as_transformers_scores_it(
     assert max(abs(a - b) for a, b in zip(truncating, expected, strict=True)) > 1e-2, (
         "no window beat the first: the test could not fail"
     )
+
+
+def test_truncation_warns_once_per_reranker(
+    minilm_reranker_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    docs = ["short passage", "word " * 600]
+    rr = Reranker(str(minilm_reranker_dir), max_length=64)
+    with caplog.at_level(logging.DEBUG, logger="rerankit"):
+        results = [rr.rank(QUERY, docs) for _ in range(3)]
+    assert [r.truncated for r in results] == [1, 1, 1]
+    lines = [r for r in caplog.records if "were truncated to 64 tokens" in r.getMessage()]
+    assert [r.levelno for r in lines] == [logging.WARNING, logging.DEBUG, logging.DEBUG]
+    assert "later truncations at DEBUG" in lines[0].getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rerankit"):
+        Reranker(str(minilm_reranker_dir), max_length=64).rank(QUERY, docs)
+    assert "were truncated" in caplog.text, "a new reranker warns again"
