@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, cast
 
@@ -23,6 +24,7 @@ from rerankit.types import Document, RankResult, ScoredDocument, Scores
 logger = logging.getLogger("rerankit")
 
 DocumentInput = str | Document
+TRUNCATION_WARNING_INTERVAL = 60.0  # seconds between a reranker's truncation warnings
 RANK = "rank"  # the scale of listwise backends: an order, not scores
 
 
@@ -84,7 +86,7 @@ class Reranker:
         self._fallback = fallback
         self._usage: dict[str, float] = {}
         self._usage_lock = threading.Lock()
-        self._truncation_logged = False
+        self._truncation_quiet_until = 0.0  # time.monotonic() before which truncation is DEBUG
 
     @property
     def config(self) -> RerankerConfig:
@@ -371,10 +373,14 @@ class Reranker:
                 for key, value in scores.usage.items():
                     self._usage[key] = self._usage.get(key, 0.0) + value
         if scores.truncated:
-            # A warning once per reranker (like transformers' tokenizers), then DEBUG: an eval or
-            # a teacher over many queries would otherwise log one line per request.
+            # A warning at most once a minute per reranker, DEBUG in between: an eval or a
+            # teacher over many queries would otherwise log one line per request, while a
+            # long-lived server still hears of truncation again.
+            now = time.monotonic()
             with self._usage_lock:
-                first, self._truncation_logged = not self._truncation_logged, True
+                first = now >= self._truncation_quiet_until
+                if first:
+                    self._truncation_quiet_until = now + TRUNCATION_WARNING_INTERVAL
             limit = self._config.max_length if scores.max_tokens is None else scores.max_tokens
             logger.log(
                 logging.WARNING if first else logging.DEBUG,
@@ -385,8 +391,8 @@ class Reranker:
                 f"{limit} tokens"
                 if scores.windows == 1
                 else f"{scores.windows} windows of {limit} tokens",
-                "; RankResult.truncated counts them per request, and this reranker logs later "
-                "truncations at DEBUG level"
+                f"; RankResult.truncated counts them per request, and this reranker logs "
+                f"truncations at DEBUG level for the next {TRUNCATION_WARNING_INTERVAL:.0f} s"
                 if first
                 else "",
             )

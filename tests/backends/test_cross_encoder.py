@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 import torch
 from sentence_transformers import CrossEncoder
 
+import rerankit.reranker
 from rerankit import BackendError, ConfigurationError, Reranker
 from tests import model_factory
 
@@ -267,8 +269,8 @@ def test_max_windows_keeps_the_best_window_as_transformers_scores_it(
     )
 
 
-def test_truncation_warns_once_per_reranker(
-    minilm_reranker_dir: Path, caplog: pytest.LogCaptureFixture
+def test_truncation_warns_once_a_minute_per_reranker(
+    minilm_reranker_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     docs = ["short passage", "word " * 600]
     rr = Reranker(str(minilm_reranker_dir), max_length=64)
@@ -277,7 +279,14 @@ def test_truncation_warns_once_per_reranker(
     assert [r.truncated for r in results] == [1, 1, 1]
     lines = [r for r in caplog.records if "were truncated to 64 tokens" in r.getMessage()]
     assert [r.levelno for r in lines] == [logging.WARNING, logging.DEBUG, logging.DEBUG]
-    assert "later truncations at DEBUG" in lines[0].getMessage()
+    assert "truncations at DEBUG level for the next 60 s" in lines[0].getMessage()
+    caplog.clear()
+    later = time.monotonic() + 61  # a minute on: a long-lived reranker (a server) warns again
+    monkeypatch.setattr(rerankit.reranker.time, "monotonic", lambda: later)
+    with caplog.at_level(logging.WARNING, logger="rerankit"):
+        rr.rank(QUERY, docs)
+    assert "were truncated" in caplog.text
+    monkeypatch.undo()
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="rerankit"):
         Reranker(str(minilm_reranker_dir), max_length=64).rank(QUERY, docs)
