@@ -167,18 +167,9 @@ def main() -> int:
                 ),
             }
         full = batches[0]
-        seconds: dict[str, list[float]] = {name: [] for name in runners}
-        for runner in runners.values():
-            runner(full)  # warm-up
-        for _ in range(REPEATS):
-            for name, runner in runners.items():
-                started = time.perf_counter()
-                runner(full)
-                seconds[name].append(time.perf_counter() - started)
-        torch_rate = BATCH / statistics.median(seconds["fp32 torch"])
-        for name in runners:
-            rate = BATCH / statistics.median(seconds[name])
-            rows[name] |= {"pairs_per_second": rate, "speedup_vs_torch": rate / torch_rate}
+        rates = pairs_per_second(runners, full, REPEATS)
+        for name, rate in rates.items():
+            rows[name] |= {"pairs_per_second": rate, "speedup_vs_torch": rate / rates["fp32 torch"]}
         exported = runners["int8, per channel (rerankit export)"]
         by_batch = batch_curve(run_torch, exported, inputs)
         profile = op_profile(files["int8, per channel (rerankit export)"], full)
@@ -197,6 +188,23 @@ def main() -> int:
     return 0
 
 
+def pairs_per_second(
+    runners: dict[str, Callable[[dict[str, Any]], Any]], batch: dict[str, Any], repeats: int
+) -> dict[str, float]:
+    """Each runner's pairs/s on ``batch``: the median of ``repeats`` runs, taken in turns so
+    that every runner sees the same machine state."""
+    seconds: dict[str, list[float]] = {name: [] for name in runners}
+    for runner in runners.values():
+        runner(batch)  # warm-up
+    for _ in range(repeats):
+        for name, runner in runners.items():
+            started = time.perf_counter()
+            runner(batch)
+            seconds[name].append(time.perf_counter() - started)
+    size = len(batch["input_ids"])  # fewer pairs than asked when --claims is small
+    return {name: size / statistics.median(spent) for name, spent in seconds.items()}
+
+
 def batch_curve(
     run_torch: Callable[[dict[str, Any]], Any],
     run_int8: Callable[[dict[str, Any]], Any],
@@ -206,16 +214,11 @@ def batch_curve(
     curve = {}
     for asked in BATCH_SIZES:
         batch = {k: v[:asked] for k, v in inputs.items()}
-        size = len(batch["input_ids"])  # fewer pairs than asked when --claims is small
-        seconds: dict[str, list[float]] = {"torch": [], "int8": []}
-        run_torch(batch)  # warm-up
-        run_int8(batch)
-        for _ in range(max(REPEATS, 64 // size)):  # small batches are noisier: time more
-            for name, runner in (("torch", run_torch), ("int8", run_int8)):
-                started = time.perf_counter()
-                runner(batch)
-                seconds[name].append(time.perf_counter() - started)
-        rates = {name: size / statistics.median(spent) for name, spent in seconds.items()}
+        size = len(batch["input_ids"])
+        # small batches are noisier: time more
+        rates = pairs_per_second(
+            {"torch": run_torch, "int8": run_int8}, batch, max(REPEATS, 64 // size)
+        )
         curve[str(size)] = {
             "fp32_torch_pairs_per_second": rates["torch"],
             "int8_pairs_per_second": rates["int8"],

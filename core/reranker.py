@@ -378,12 +378,12 @@ class Reranker:
             # long-lived server still hears of truncation again.
             now = time.monotonic()
             with self._usage_lock:
-                first = now >= self._truncation_quiet_until
-                if first:
+                warn = now >= self._truncation_quiet_until
+                if warn:
                     self._truncation_quiet_until = now + TRUNCATION_WARNING_INTERVAL
             limit = self._config.max_length if scores.max_tokens is None else scores.max_tokens
             logger.log(
-                logging.WARNING if first else logging.DEBUG,
+                logging.WARNING if warn else logging.DEBUG,
                 "%s: %d of %d documents were truncated to %s%s",
                 self._config.model,
                 scores.truncated,
@@ -393,7 +393,7 @@ class Reranker:
                 else f"{scores.windows} windows of {limit} tokens",
                 f"; RankResult.truncated counts them per request, and this reranker logs "
                 f"truncations at DEBUG level for the next {TRUNCATION_WARNING_INTERVAL:.0f} s"
-                if first
+                if warn
                 else "",
             )
         return scores

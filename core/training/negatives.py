@@ -22,7 +22,7 @@ def first_stage_candidates(
             q.qid: [d for d, _ in run.get(q.qid, []) if d in data.corpus][:depth]
             for q in data.queries
         }
-    index = index or BM25(data.corpus)
+    index = BM25(data.corpus) if index is None else index
     return {q.qid: [d for d, _ in index.search(q.text, depth)] for q in data.queries}
 
 
@@ -45,7 +45,7 @@ def first_stage_scores(
             result[qid] = [scored.get(d, lowest) for d in docs]
         return result
     text = {q.qid: q.text for q in data.queries}
-    index = index or BM25(data.corpus)
+    index = BM25(data.corpus) if index is None else index
     return {qid: index.scores(text[qid], docs) for qid, docs in lists.items()}
 
 
