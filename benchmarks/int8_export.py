@@ -1,15 +1,17 @@
 """How `rerankit export --quantize int8` quantizes, and how far int8 can go on this CPU.
 
-One trained MiniLM reranker (the model `benchmarks/train_scifact.py` writes), six ways:
-fp32 torch (the cross-encoder backend's runtime), fp32 ONNX, and four int8 ONNX graphs:
-one scale per weight matrix, one scale per output channel (what `rerankit export` writes), and
-per channel after ONNX Runtime's transformer optimizer fused attention, either into
-`QAttention` (what rerankit exported before it measured this) or into an fp32
-`MultiHeadAttention` after int8 Q/K/V projections (it has no int8 form). For each: pairs/s
-on full batches of real
-(claim, BM25 candidate) pairs of seeded SciFact training claims (never the test claims),
-alternated so that every system sees the same machine state, and how far its logits are from
-fp32 torch (Pearson, mean |Δ|, per-claim Spearman, top-1 agreement). Then the speed-up of the
+One trained MiniLM reranker (the model `benchmarks/train_scifact.py` writes), eight ways:
+fp32 torch (the cross-encoder backend's runtime), fp32 ONNX, and six int8 ONNX graphs:
+one scale per weight matrix, one scale per output channel (what `rerankit export` writes), the
+same file with ONNX Runtime's SkipLayerNormalization fusion on (the flashrank backend leaves it
+off: `UNFUSED`), per channel after ONNX Runtime's transformer optimizer fused attention, either
+into `QAttention` (what rerankit exported before it measured this) or into an fp32
+`MultiHeadAttention` after int8 Q/K/V projections (it has no int8 form), and static int8
+(activation scales calibrated on other training claims, every MatMul quantized, QDQ format).
+For each: pairs/s on full batches of real (claim, BM25 candidate) pairs of seeded SciFact
+training claims (never the test claims), alternated so that every system sees the same machine
+state, and how far its logits are from fp32 torch (Pearson, mean |Δ|, per-claim Spearman, top-1
+agreement). ONNX files run as the flashrank backend runs them. Then the speed-up of the
 exported graph over fp32 torch by batch size (BATCH_SIZES pairs of 128 tokens), since int8
 gains most where a batch is small. Last, ONNX Runtime's profile of the per-channel int8 graph:
 the share of time in quantized MatMuls bounds what int8 can gain.
@@ -32,6 +34,8 @@ from typing import Any
 
 from common import DATA, ROOT
 
+from rerankit.backends.flashrank import UNFUSED
+
 MODEL = ROOT / "benchmarks" / ".work" / "minilm-scifact"
 OUT = ROOT / "benchmarks" / "results" / "int8_export.json"
 BATCH = 32
@@ -41,20 +45,38 @@ REPEATS = 8
 BATCH_SIZES = (1, 4, 8, 16, 32, 64)
 
 
-def pairs(claims: int) -> list[tuple[str, str]]:
-    """(claim, candidate) pairs: seeded SciFact *training* claims and their BM25 top 12."""
+CALIBRATION_CLAIMS = 16  # static int8's activation ranges, from claims not in the comparison
+
+
+def pairs(claims: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(claim, candidate) pairs of seeded SciFact *training* claims and their BM25 top 12: the
+    compared ones, and those of CALIBRATION_CLAIMS other claims for static int8."""
     from rerankit.eval.first_stage import BM25
     from rerankit.training.data import load_training_data
 
     data = load_training_data(DATA / "scifact-train")
     index = BM25(data.corpus)
-    chosen = random.Random(1).sample(data.judged_queries, claims)
-    return [(q.text, data.corpus[d]) for q in chosen for d, _ in index.search(q.text, CANDIDATES)]
+    chosen = random.Random(1).sample(data.judged_queries, claims + CALIBRATION_CLAIMS)
+
+    def candidates(queries: list[Any]) -> list[tuple[str, str]]:
+        return [
+            (q.text, data.corpus[d]) for q in queries for d, _ in index.search(q.text, CANDIDATES)
+        ]
+
+    return candidates(chosen[:claims]), candidates(chosen[claims:])
 
 
-def graphs(model: Path, scratch: Path) -> dict[str, Path]:
-    """The ONNX files to compare, all from one fp32 export."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def graphs(model: Path, scratch: Path, calibration: dict[str, Any]) -> dict[str, Path]:
+    """The ONNX files to compare, all from one fp32 export; ``calibration`` holds the encoded
+    pairs static int8 takes its activation ranges from."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
     from transformers import AutoConfig
@@ -87,13 +109,41 @@ def graphs(model: Path, scratch: Path) -> dict[str, Path]:
             per_channel=True,
             extra_options={"DefaultTensorType": 1},  # fused ops have no ONNX shape inference
         )
+
+    class Calibration(CalibrationDataReader):
+        def __init__(self) -> None:
+            size = len(calibration["input_ids"])
+            self._batches = iter(
+                {k: v[i : i + BATCH] for k, v in calibration.items()} for i in range(0, size, BATCH)
+            )
+
+        def get_next(self) -> dict[str, Any] | None:
+            return next(self._batches, None)
+
+    static, prepared = scratch / "static.onnx", scratch / "static-input.onnx"
+    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+    quantize_static(
+        str(prepared),
+        str(static),
+        Calibration(),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=["MatMul"],
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        extra_options={"MatMulConstBOnly": False},
+    )
     return {
         "fp32 ONNX": fp32,
         "int8, one scale per matrix": per_matrix,
-        "int8, per channel (rerankit export)": ours,
+        EXPORTED: ours,
         "int8, per channel, fused attention": fused["qattention"],
         "int8, per channel, fused MultiHeadAttention": fused["mha"],
+        "int8, static (calibrated activations), per channel": static,
     }
+
+
+EXPORTED = "int8, per channel (rerankit export)"
+SKIP_LAYER_NORM = "int8, per channel, ORT's SkipLayerNormalization fusion on"
 
 
 def main() -> int:
@@ -111,16 +161,20 @@ def main() -> int:
 
     torch.set_num_threads(2)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    texts = pairs(args.claims)
-    encoded = tokenizer(
-        [q for q, _ in texts],
-        [d for _, d in texts],
-        truncation="only_second",
-        max_length=MAX_LENGTH,
-        padding="max_length",
-        return_tensors="np",
-    )
-    inputs = {k: np.asarray(v, dtype=np.int64) for k, v in encoded.items()}
+
+    def encode(texts: list[tuple[str, str]]) -> dict[str, Any]:
+        encoded = tokenizer(
+            [q for q, _ in texts],
+            [d for _, d in texts],
+            truncation="only_second",
+            max_length=MAX_LENGTH,
+            padding="max_length",
+            return_tensors="np",
+        )
+        return {k: np.asarray(v, dtype=np.int64) for k, v in encoded.items()}
+
+    texts, calibration = pairs(args.claims)
+    inputs = encode(texts)
     batches = [
         {k: v[i : i + BATCH] for k, v in inputs.items()} for i in range(0, len(texts), BATCH)
     ]
@@ -135,11 +189,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         options = ort.SessionOptions()
         options.intra_op_num_threads = 2
-        files = graphs(args.model, Path(scratch))
+        files = graphs(args.model, Path(scratch), encode(calibration))
         sessions = {
-            name: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            name: ort.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=UNFUSED
+            )
             for name, path in files.items()
         }
+        sessions[SKIP_LAYER_NORM] = ort.InferenceSession(
+            str(files[EXPORTED]), options, providers=["CPUExecutionProvider"]
+        )
         for name, session in sessions.items():
             runners[name] = lambda batch, s=session: s.run(None, batch)[0][:, 0]
         reference = np.concatenate([run_torch(b) for b in batches])
@@ -170,9 +229,8 @@ def main() -> int:
         rates = pairs_per_second(runners, full, REPEATS)
         for name, rate in rates.items():
             rows[name] |= {"pairs_per_second": rate, "speedup_vs_torch": rate / rates["fp32 torch"]}
-        exported = runners["int8, per channel (rerankit export)"]
-        by_batch = batch_curve(run_torch, exported, inputs)
-        profile = op_profile(files["int8, per channel (rerankit export)"], full)
+        by_batch = batch_curve(run_torch, runners[EXPORTED], inputs)
+        profile = op_profile(files[EXPORTED], full)
     summary = {
         "model": str(
             args.model.relative_to(ROOT) if args.model.is_relative_to(ROOT) else args.model
@@ -236,7 +294,9 @@ def op_profile(model: Path, batch: dict[str, Any]) -> dict[str, float]:
         options.intra_op_num_threads = 2
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(scratch) / "profile")
-        profiled = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        profiled = ort.InferenceSession(
+            str(model), options, providers=["CPUExecutionProvider"], disabled_optimizers=UNFUSED
+        )
         for _ in range(4):
             profiled.run(None, batch)
         events = json.loads(Path(profiled.end_profiling()).read_text(encoding="utf-8"))

@@ -176,6 +176,35 @@ def test_int8_export_keeps_the_ranking(
         assert weights[f"{name}_scale"].shape == weights[f"{name}_quantized"].shape[-1:]
 
 
+def test_sessions_leave_the_skip_layer_norm_fusion_off(
+    tiny_bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backend loads with UNFUSED, and UNFUSED keeps the residual Add and the LayerNorm
+    apart in the int8 graph ONNX Runtime runs (a default session fuses them)."""
+    exported = export_onnx(str(tiny_bert_dir), tmp_path / "int8", quantize="int8")
+    (model_file,) = exported.glob("*.onnx")
+
+    def optimized_ops(**session: object) -> set[str]:
+        options = flashrank_backend.ort.SessionOptions()
+        options.optimized_model_filepath = str(tmp_path / f"{len(session)}.onnx")
+        flashrank_backend.ort.InferenceSession(str(model_file), options, **session)
+        return {node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node}
+
+    assert "SkipLayerNormalization" in optimized_ops()
+    unfused = optimized_ops(disabled_optimizers=flashrank_backend.UNFUSED)
+    assert "SkipLayerNormalization" not in unfused
+    assert "LayerNormalization" in unfused
+    loads: list[dict[str, object]] = []
+    session = flashrank_backend.ort.InferenceSession
+    monkeypatch.setattr(
+        flashrank_backend.ort,
+        "InferenceSession",
+        lambda *args, **kwargs: loads.append(kwargs) or session(*args, **kwargs),
+    )
+    Reranker(str(exported)).score(QUERY, ["DNA repair enzymes"])
+    assert [load["disabled_optimizers"] for load in loads] == [flashrank_backend.UNFUSED]
+
+
 def test_batches_are_length_sorted_and_inputs_untouched(
     exported: Path, scifact_texts: list[str]
 ) -> None:
