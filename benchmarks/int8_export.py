@@ -11,10 +11,12 @@ into `QAttention` (what rerankit exported before it measured this) or into an fp
 For each: pairs/s on full batches of real (claim, BM25 candidate) pairs of seeded SciFact
 training claims (never the test claims), alternated so that every system sees the same machine
 state, and how far its logits are from fp32 torch (Pearson, mean |Δ|, per-claim Spearman, top-1
-agreement). ONNX files run as the flashrank backend runs them. Then the speed-up of the
-exported graph over fp32 torch by batch size (BATCH_SIZES pairs of 128 tokens), since int8
-gains most where a batch is small. Last, ONNX Runtime's profile of the per-channel int8 graph:
-the share of time in quantized MatMuls bounds what int8 can gain.
+agreement). ONNX files run as the flashrank backend runs them on CPU (the fused-attention
+files are written without SkipLayerNormalization too). The calibration claims are other
+claims than the compared ones, though their BM25 candidates can share abstracts. Then the
+speed-up of the exported graph over fp32 torch by batch size (BATCH_SIZES pairs of 128 tokens),
+since int8 gains most where a batch is small. Last, ONNX Runtime's profile of the per-channel
+int8 graph: the share of time in quantized MatMuls bounds what int8 can gain.
 
     python benchmarks/int8_export.py [--model DIR] [--claims 40]
 """
@@ -34,8 +36,6 @@ from typing import Any
 
 from common import DATA, ROOT
 
-from rerankit.backends.flashrank import UNFUSED
-
 MODEL = ROOT / "benchmarks" / ".work" / "minilm-scifact"
 OUT = ROOT / "benchmarks" / "results" / "int8_export.json"
 BATCH = 32
@@ -43,9 +43,9 @@ MAX_LENGTH = 128  # the trained model's length
 CANDIDATES = 12  # BM25 top 12 per claim: the hard part of a ranking
 REPEATS = 8
 BATCH_SIZES = (1, 4, 8, 16, 32, 64)
-
-
 CALIBRATION_CLAIMS = 16  # static int8's activation ranges, from claims not in the comparison
+EXPORTED = "int8, per channel (rerankit export)"
+FUSED_SKIP_LAYER_NORM = "int8, per channel, ORT's SkipLayerNormalization fusion on"
 
 
 def pairs(claims: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -56,14 +56,17 @@ def pairs(claims: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
 
     data = load_training_data(DATA / "scifact-train")
     index = BM25(data.corpus)
-    chosen = random.Random(1).sample(data.judged_queries, claims + CALIBRATION_CLAIMS)
+    seeded = random.Random(1)
+    chosen = seeded.sample(data.judged_queries, claims)
+    others = [q for q in data.judged_queries if q not in chosen]
+    calibration = seeded.sample(others, min(CALIBRATION_CLAIMS, len(others)))
 
     def candidates(queries: list[Any]) -> list[tuple[str, str]]:
         return [
             (q.text, data.corpus[d]) for q in queries for d, _ in index.search(q.text, CANDIDATES)
         ]
 
-    return candidates(chosen[:claims]), candidates(chosen[claims:])
+    return candidates(chosen), candidates(calibration)
 
 
 def graphs(model: Path, scratch: Path, calibration: dict[str, Any]) -> dict[str, Path]:
@@ -92,6 +95,7 @@ def graphs(model: Path, scratch: Path, calibration: dict[str, Any]) -> dict[str,
     for name, separate_projections in (("qattention", False), ("mha", True)):
         options = FusionOptions("bert")
         options.use_multi_head_attention = separate_projections
+        options.enable_skip_layer_norm = False  # as the flashrank backend runs (UNFUSED)
         fused_fp32 = scratch / f"{name}-fp32.onnx"
         optimize_model(
             str(fp32),
@@ -142,10 +146,6 @@ def graphs(model: Path, scratch: Path, calibration: dict[str, Any]) -> dict[str,
     }
 
 
-EXPORTED = "int8, per channel (rerankit export)"
-SKIP_LAYER_NORM = "int8, per channel, ORT's SkipLayerNormalization fusion on"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=MODEL, help="a one-logit reranker folder")
@@ -190,15 +190,8 @@ def main() -> int:
         options = ort.SessionOptions()
         options.intra_op_num_threads = 2
         files = graphs(args.model, Path(scratch), encode(calibration))
-        sessions = {
-            name: ort.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=UNFUSED
-            )
-            for name, path in files.items()
-        }
-        sessions[SKIP_LAYER_NORM] = ort.InferenceSession(
-            str(files[EXPORTED]), options, providers=["CPUExecutionProvider"]
-        )
+        sessions = {name: ort_session(path, options) for name, path in files.items()}
+        sessions[FUSED_SKIP_LAYER_NORM] = ort_session(files[EXPORTED], options, unfused=())
         for name, session in sessions.items():
             runners[name] = lambda batch, s=session: s.run(None, batch)[0][:, 0]
         reference = np.concatenate([run_torch(b) for b in batches])
@@ -244,6 +237,21 @@ def main() -> int:
     OUT.write_text(json.dumps(summary, indent=2), encoding="utf-8")
     print(markdown(summary))
     return 0
+
+
+def ort_session(path: Path, options: Any, unfused: tuple[str, ...] | None = None) -> Any:
+    """An ONNX Runtime CPU session on ``path`` with the fusions in ``unfused`` off: those the
+    flashrank backend leaves off (``UNFUSED``) unless given."""
+    import onnxruntime as ort
+
+    from rerankit.backends.flashrank import UNFUSED
+
+    return ort.InferenceSession(
+        str(path),
+        options,
+        providers=["CPUExecutionProvider"],
+        disabled_optimizers=UNFUSED if unfused is None else unfused,
+    )
 
 
 def pairs_per_second(
@@ -294,9 +302,7 @@ def op_profile(model: Path, batch: dict[str, Any]) -> dict[str, float]:
         options.intra_op_num_threads = 2
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(scratch) / "profile")
-        profiled = ort.InferenceSession(
-            str(model), options, providers=["CPUExecutionProvider"], disabled_optimizers=UNFUSED
-        )
+        profiled = ort_session(model, options)
         for _ in range(4):
             profiled.run(None, batch)
         events = json.loads(Path(profiled.end_profiling()).read_text(encoding="utf-8"))

@@ -209,6 +209,11 @@ def out_of_domain(name: str, base: str) -> dict[str, float]:
     }
 
 
+def p_value(value: float | None) -> str:
+    """A p-value for the tables; `rerankit eval` has none when the differences are all zero."""
+    return "-" if value is None else f"{value:.2g}"
+
+
 def markdown(summary: dict[str, object]) -> str:
     """The summary as Markdown: the training cost, then scifact test quality and speed."""
     lines = []
@@ -244,10 +249,10 @@ def markdown(summary: dict[str, object]) -> str:
         f"| BM25 | {row['bm25_ndcg@10']:.3f} | - | - |",
         f"| late interaction, raw MiniLM (the teacher's neural part) "
         f"| {row['colbert_ndcg@10']:.3f} | - | - |",
-        f"| trained, fp32 (torch) | {row['fp32_ndcg@10']:.3f} | {row['fp32_p_value']:.2g} "
+        f"| trained, fp32 (torch) | {row['fp32_ndcg@10']:.3f} | {p_value(row['fp32_p_value'])} "
         f"| {row['fp32_pairs_per_second']:.0f} |",
         f"| trained, int8 (ONNX Runtime) | {row['int8_ndcg@10']:.3f} "
-        f"({row['int8_vs_fp32']:+.2%} vs fp32) | {row['int8_p_value']:.2g} "
+        f"({row['int8_vs_fp32']:+.2%} vs fp32) | {p_value(row['int8_p_value'])} "
         f"| {row['int8_pairs_per_second']:.0f} "
         f"({row['int8_speedup']:.2f}x fp32) |",
     ]
@@ -263,7 +268,7 @@ def markdown(summary: dict[str, object]) -> str:
         lines += [
             f"| {name} | {row['queries']:.0f} | {row['bm25_ndcg@10']:.3f} "
             f"| {row['colbert_ndcg@10']:.3f} | {row['int8_ndcg@10']:.3f} "
-            f"| {row['int8_p_value']:.2g} |"
+            f"| {p_value(row['int8_p_value'])} |"
             for name, row in ood.items()
         ]
     return "\n".join(lines) + "\n"

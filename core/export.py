@@ -6,8 +6,9 @@ any model the cross-encoder backend loads (BGE, ms-marco, ...).
 int8 is dynamic quantization with one scale per output channel of each weight matrix: on a
 trained MiniLM reranker its logits err less than half as much as with one scale per matrix, at
 the same speed (``benchmarks/int8_export.py``). The graph keeps standard ONNX operators; ONNX
-Runtime fuses LayerNorm, GELU and the quantized MatMuls itself when it loads the file (the
-``flashrank`` backend keeps each residual Add apart from its LayerNorm: faster, see ``UNFUSED``).
+Runtime fuses LayerNorm, GELU and the quantized MatMuls itself when it loads the file (on CPU
+the ``flashrank`` backend keeps each residual Add apart from its LayerNorm, which ran the int8
+MiniLM export faster: ``rerankit.backends.flashrank.UNFUSED``).
 """
 
 from __future__ import annotations

@@ -384,13 +384,14 @@ class Reranker:
             limit = self._config.max_length if scores.max_tokens is None else scores.max_tokens
             logger.log(
                 logging.WARNING if warn else logging.DEBUG,
-                "%s: %d of %d documents were truncated to %s%s",
+                "%s: %d of %d documents were truncated to %s%s%s",
                 self._config.model,
                 scores.truncated,
                 expected,
                 f"{limit} tokens"
                 if scores.windows == 1
                 else f"{scores.windows} windows of {limit} tokens",
+                "" if scores.length_option is None else f" ({scores.length_option}={limit})",
                 f"; RankResult.truncated counts them per request, and this reranker logs "
                 f"truncations at DEBUG level for the next {TRUNCATION_WARNING_INTERVAL:.0f} s"
                 if warn

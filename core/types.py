@@ -111,3 +111,5 @@ class Scores:
     usage: Mapping[str, float] = field(default_factory=dict)
     max_tokens: int | None = None  # the length documents were truncated to, for the warning
     windows: int = 1  # windows of max_tokens each document was read as (max_windows), likewise
+    # the option other than max_length that sets max_tokens, named in the warning
+    length_option: str | None = None

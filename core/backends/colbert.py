@@ -155,6 +155,7 @@ class ColBERTBackend(Backend):
             values=[float(v) for v in values.tolist()],
             truncated=truncated,
             max_tokens=self.document_length,
+            length_option="document_length",
         )
 
     def _maxsim(self, query: torch.Tensor, documents: list[torch.Tensor]) -> torch.Tensor:

@@ -56,11 +56,11 @@ DEFAULT_CACHE = (
 )
 # Seconds a download may wait for the server to answer or send more (not for the whole file).
 DOWNLOAD_TIMEOUT = 60.0
-# ONNX Runtime load-time fusions left off. Its SkipLayerNormalization (a residual Add fused into
-# the LayerNorm after it, in int8 exports) ran the int8 MiniLM export ~10% slower than the Add
-# and LayerNorm it replaces (benchmarks/int8_export.py), and it loses precision (onnxruntime
-# issue #17689).
-UNFUSED = ["SkipLayerNormFusion"]
+# ONNX Runtime load-time fusions left off on CPU. Its SkipLayerNormalization (a residual Add
+# fused into the LayerNorm after it; it forms in rerankit's int8 exports) ran the int8 MiniLM
+# export ~10% slower than the Add and LayerNorm it replaces (benchmarks/int8_export.py). Other
+# providers keep ONNX Runtime's defaults: unmeasured there.
+UNFUSED = ("SkipLayerNormFusion",)
 
 
 class FlashRankBackend(Backend):
@@ -113,11 +113,12 @@ class FlashRankBackend(Backend):
         model_file = self.folder / _model_file(
             self.folder, config.model, self.options["model_file"]
         )
+        providers = _providers(self.options["providers"])
         self.session = ort.InferenceSession(
             str(model_file),
             sess_options=_session_options(self.options),
-            providers=_providers(self.options["providers"]),
-            disabled_optimizers=UNFUSED,
+            providers=providers,
+            disabled_optimizers=UNFUSED if providers == ["CPUExecutionProvider"] else (),
         )
         self.input_names = [i.name for i in self.session.get_inputs()]
         unknown = sorted(set(self.input_names) - set(INPUT_NAMES))

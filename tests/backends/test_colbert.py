@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import string
 from pathlib import Path
 
@@ -183,10 +184,16 @@ def test_document_cache_is_exact_and_bounded(tiny_colbert_dir: Path, docs: list[
     assert scores[0] == scores[2]
 
 
-def test_truncation_is_counted(tiny_colbert_dir: Path) -> None:
+def test_truncation_is_counted_and_names_document_length(
+    tiny_colbert_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     rr = Reranker(str(tiny_colbert_dir), device="cpu")
-    result = rr.rank(QUERY, ["word " * 200, "short", "word " * 10])
+    with caplog.at_level(logging.WARNING, logger="rerankit"):
+        result = rr.rank(QUERY, ["word " * 200, "short", "word " * 10])
     assert result.truncated == 1
+    length = rr.backend.document_length  # type: ignore[attr-defined]
+    # max_length does not lengthen documents past document_length: the warning names the option
+    assert f"truncated to {length} tokens (document_length={length})" in caplog.text
     capped = Reranker(str(tiny_colbert_dir), device="cpu", max_length=16)
     assert capped.rank(QUERY, ["word " * 14, "short"]).truncated == 1
 

@@ -176,33 +176,37 @@ def test_int8_export_keeps_the_ranking(
         assert weights[f"{name}_scale"].shape == weights[f"{name}_quantized"].shape[-1:]
 
 
-def test_sessions_leave_the_skip_layer_norm_fusion_off(
+def test_cpu_sessions_leave_the_skip_layer_norm_fusion_off(
     tiny_bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The backend loads with UNFUSED, and UNFUSED keeps the residual Add and the LayerNorm
-    apart in the int8 graph ONNX Runtime runs (a default session fuses them)."""
+    """The backend loads with UNFUSED on CPU, and UNFUSED keeps the residual Add and the
+    LayerNorm apart in the int8 graph ONNX Runtime runs (a default session fuses them)."""
+    ort = flashrank_backend.ort
     exported = export_onnx(str(tiny_bert_dir), tmp_path / "int8", quantize="int8")
     (model_file,) = exported.glob("*.onnx")
 
-    def optimized_ops(**session: object) -> set[str]:
-        options = flashrank_backend.ort.SessionOptions()
-        options.optimized_model_filepath = str(tmp_path / f"{len(session)}.onnx")
-        flashrank_backend.ort.InferenceSession(str(model_file), options, **session)
+    def optimized_ops(name: str, disabled: tuple[str, ...]) -> set[str]:
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(tmp_path / f"{name}.onnx")
+        ort.InferenceSession(
+            str(model_file),
+            options,
+            providers=["CPUExecutionProvider"],
+            disabled_optimizers=disabled,
+        )
         return {node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node}
 
-    assert "SkipLayerNormalization" in optimized_ops()
-    unfused = optimized_ops(disabled_optimizers=flashrank_backend.UNFUSED)
+    assert "SkipLayerNormalization" in optimized_ops("default", ())
+    unfused = optimized_ops("unfused", flashrank_backend.UNFUSED)
     assert "SkipLayerNormalization" not in unfused
     assert "LayerNormalization" in unfused
     loads: list[dict[str, object]] = []
-    session = flashrank_backend.ort.InferenceSession
+    load = ort.InferenceSession
     monkeypatch.setattr(
-        flashrank_backend.ort,
-        "InferenceSession",
-        lambda *args, **kwargs: loads.append(kwargs) or session(*args, **kwargs),
+        ort, "InferenceSession", lambda *a, **kw: loads.append(kw) or load(*a, **kw)
     )
     Reranker(str(exported)).score(QUERY, ["DNA repair enzymes"])
-    assert [load["disabled_optimizers"] for load in loads] == [flashrank_backend.UNFUSED]
+    assert [kwargs["disabled_optimizers"] for kwargs in loads] == [flashrank_backend.UNFUSED]
 
 
 def test_batches_are_length_sorted_and_inputs_untouched(
