@@ -12,11 +12,11 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rerankit.errors import ConfigurationError
+from rerankit.errors import ConfigurationError, InvalidInputError
 from rerankit.images import URL
 from rerankit.types import Document
 
@@ -65,30 +65,23 @@ def load_beir(folder: str | Path, *, max_queries: int | None = None) -> Retrieva
     corpus: dict[str, str] = {}
     images: dict[str, Path | str] = {}
     corpus_file = _followed(root / "corpus.jsonl")
-    with corpus_file.open(encoding="utf-8") as lines:
-        for line in lines:
-            row = json.loads(line)
-            doc_id = str(row["_id"])
-            title, text = row.get("title") or "", row.get("text") or ""
-            corpus[doc_id] = f"{title}. {text}" if title else text
-            if row.get("image"):
-                images[doc_id] = _image(row["image"], corpus_file.resolve().parent, doc_id)
+    for row in json_lines(corpus_file):
+        doc_id = str(row["_id"])
+        title, text = str(row.get("title") or ""), str(row.get("text") or "")
+        corpus[doc_id] = f"{title}. {text}" if title else text
+        if row.get("image"):
+            images[doc_id] = _image(row["image"], corpus_file.resolve().parent, doc_id)
     _check_images(images, corpus, corpus_file)
     qrels: dict[str, dict[str, int]] = {}
-    with (root / "qrels.tsv").open(encoding="utf-8") as handle:
-        reader = csv.reader(handle, delimiter="\t")
-        next(reader, None)  # header
-        for row in reader:
-            if len(row) >= 3 and int(row[2]) > 0:
-                qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+    for qid, doc_id, grade in read_qrels(root / "qrels.tsv"):
+        if grade > 0:
+            qrels.setdefault(qid, {})[doc_id] = grade
     queries = {}
-    with (root / "queries.jsonl").open(encoding="utf-8") as lines:
-        for line in lines:
-            row = json.loads(line)
-            if str(row["_id"]) in qrels:
-                queries[str(row["_id"])] = row["text"]
-            if max_queries is not None and len(queries) == max_queries:
-                break
+    for row in json_lines(root / "queries.jsonl"):
+        if str(row["_id"]) in qrels:
+            queries[str(row["_id"])] = str(row.get("text") or "")
+        if max_queries is not None and len(queries) == max_queries:
+            break
     return RetrievalSet(
         name=root.name,
         corpus=corpus,
@@ -96,6 +89,55 @@ def load_beir(folder: str | Path, *, max_queries: int | None = None) -> Retrieva
         qrels={q: qrels[q] for q in queries},
         images=images,
     )
+
+
+def json_lines(path: Path) -> Iterator[dict[str, object]]:
+    """The JSON objects of a JSONL file, one per non-blank line (a UTF-8 BOM is allowed), each
+    with an ``_id`` (BEIR's corpus and queries)."""
+    with path.open(encoding="utf-8-sig") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InvalidInputError(f"{path}, line {number} is not JSON: {exc.msg}") from exc
+            if not isinstance(row, dict) or "_id" not in row:
+                raise InvalidInputError(
+                    f"{path}, line {number}: expected a JSON object with an _id, got {row!r:.60}"
+                )
+            yield row
+
+
+def read_qrels(path: Path) -> list[tuple[str, str, int]]:
+    """(query id, document id, grade) of each row of a BEIR ``qrels.tsv``: query id, document
+    id and an integer grade, tab-separated (more columns are ignored); a first row whose grade
+    is not a number is a header."""
+    judged = []
+    with path.open(encoding="utf-8-sig") as handle:
+        for number, row in enumerate(csv.reader(handle, delimiter="\t"), 1):
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) < 3:
+                raise InvalidInputError(
+                    f"{path}, line {number}: expected query-id, corpus-id and score separated "
+                    f"by tabs, got {row!r:.80}"
+                )
+            try:
+                grade = float(row[2])
+            except ValueError:
+                if number == 1:  # the header
+                    continue
+                raise InvalidInputError(
+                    f"{path}, line {number}: the score {row[2]!r} is not a number"
+                ) from None
+            if grade != int(grade):
+                raise InvalidInputError(
+                    f"{path}, line {number}: the score {row[2]!r} is not a whole grade "
+                    "(0 not relevant, 1 or more relevant)"
+                )
+            judged.append((row[0], row[1], int(grade)))
+    return judged
 
 
 def _image(value: object, folder: Path, doc_id: str) -> Path | str:

@@ -12,7 +12,6 @@ A line with only ``{"query": ...}`` is a query without judgments: it trains only
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rerankit.errors import ConfigurationError, InvalidInputError
-from rerankit.eval.data import load_beir
+from rerankit.eval.data import load_beir, read_qrels
 
 
 @dataclass(frozen=True)
@@ -101,7 +100,7 @@ def _from_beir(root: Path) -> TrainingData:
 def _from_jsonl(path: Path) -> TrainingData:
     corpus: dict[str, str] = {}
     judged: dict[str, dict[str, int]] = {}
-    with path.open(encoding="utf-8") as lines:
+    with path.open(encoding="utf-8-sig") as lines:  # a BOM, as Windows editors write, is fine
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -146,9 +145,7 @@ def _judgments(row: dict[str, Any], where: str) -> list[tuple[str, int]]:
 
 def _judged_negatives(qrels: Path) -> list[tuple[str, str]]:
     """(query id, document id) of the rows of a BEIR ``qrels.tsv`` judged 0 (not relevant)."""
-    with qrels.open(encoding="utf-8") as handle:
-        rows = list(csv.reader(handle, delimiter="\t"))[1:]
-    return [(row[0], row[1]) for row in rows if len(row) >= 3 and row[2].strip() == "0"]
+    return [(qid, doc_id) for qid, doc_id, grade in read_qrels(qrels) if grade == 0]
 
 
 def _grade(label: float) -> int:

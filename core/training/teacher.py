@@ -1,7 +1,9 @@
 """A teacher reranker's scores for distillation, cached on disk so a rerun never pays twice.
 
 The cache is a SQLite file keyed by the teacher's identity (its config, never its API key: only
-the name of the environment variable is part of a config) and the query and document texts.
+the name of the environment variable is part of a config; for a local folder, also the size and
+time of each weight file, so retrained weights are scored again) and the query and document
+texts.
 Scores are committed after every chunk of queries, so an interrupted run loses at most one chunk.
 """
 
@@ -20,6 +22,7 @@ from rerankit.errors import ConfigurationError, RerankitError
 from rerankit.reranker import Reranker
 
 CHUNK_QUERIES = 8
+WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".onnx", ".pt", ".pth", ".gguf"})
 
 
 @dataclass
@@ -38,7 +41,7 @@ class Teacher:
 
     def __init__(self, config: RerankerConfig, cache: str | Path) -> None:
         config = replace(config, top_k=None, score_threshold=None)  # every document gets a score
-        identity = json.dumps(config.to_dict(), sort_keys=True)
+        identity = json.dumps([config.to_dict(), _weight_files(config.model)], sort_keys=True)
         self._identity = hashlib.sha256(identity.encode("utf-8")).hexdigest()
         try:
             self._reranker = Reranker.from_config(config)
@@ -120,3 +123,17 @@ class Teacher:
         context = "\0".join(listed) if self.report.scale == "rank" else ""
         text = f"{self._identity}\0{query}\0{document}\0{context}".encode()
         return hashlib.sha256(text).hexdigest()
+
+
+def _weight_files(model: str) -> list[tuple[str, int, int]]:
+    """(path, size, modification time) of each weight file under a local model folder; none for
+    a hub id or an API model."""
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        return []
+    return sorted(
+        (str(path.relative_to(folder)), stat.st_size, stat.st_mtime_ns)
+        for path in folder.rglob("*")
+        if path.suffix in WEIGHT_SUFFIXES and path.is_file()
+        for stat in (path.stat(),)
+    )

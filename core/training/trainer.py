@@ -184,7 +184,13 @@ def train(
         raise ConfigurationError(f"export must be one of {EXPORTS} or None, got {export!r}")
     out = Path(settings.out)
     work = out / WORK
-    inputs = [settings.base, settings.run_file, None if isinstance(data, TrainingData) else data]
+    teacher_model = None if settings.teacher is None else settings.teacher.get("model")
+    inputs = [
+        settings.base,
+        settings.run_file,
+        None if isinstance(data, TrainingData) else data,
+        teacher_model if isinstance(teacher_model, str) else None,  # a folder --overwrite spares
+    ]
     _check_output(out, settings, inputs, resume=resume, overwrite=overwrite)
     if not isinstance(data, TrainingData):
         data = load_training_data(data)
@@ -234,11 +240,11 @@ def train(
     trainer = _trainer(model, rows, group, evaluator, settings, loss_name, work, progress)
     for callback in callbacks:
         trainer.add_callback(callback)
-    checkpoints = list((work / "checkpoints").glob("checkpoint-*"))
-    if resume and not checkpoints:
+    checkpoint = _last_complete_checkpoint(work / "checkpoints") if resume else None
+    if resume and checkpoint is None:
         logger.warning("--resume: no checkpoint in %s yet; training starts at step 0", work)
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=True if resume and checkpoints else None)
+    trainer.train(resume_from_checkpoint=None if checkpoint is None else str(checkpoint))
     seconds = time.perf_counter() - started
     outcome = TrainOutcome(
         out=out,
@@ -755,6 +761,20 @@ def _curve(history: list[dict[str, Any]]) -> list[dict[str, float]]:
         if len(point) > 1:
             points.append(point)
     return points
+
+
+def _last_complete_checkpoint(folder: Path) -> Path | None:
+    """The latest checkpoint in ``folder`` that was saved whole; those a killed run left half
+    written (no ``trainer_state.json``, written last) are removed, with a warning."""
+    saved = [c for c in folder.glob("checkpoint-*") if c.name.removeprefix("checkpoint-").isdigit()]
+    complete = []
+    for checkpoint in sorted(saved, key=lambda c: int(c.name.removeprefix("checkpoint-"))):
+        if (checkpoint / "trainer_state.json").is_file():
+            complete.append(checkpoint)
+        else:
+            logger.warning("--resume: %s was cut off while saving; removing it", checkpoint)
+            shutil.rmtree(checkpoint)
+    return complete[-1] if complete else None
 
 
 def _best_step(checkpoint: str | None) -> int | None:

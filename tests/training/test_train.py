@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,10 @@ pytest.importorskip("datasets")
 
 from rerankit import Reranker
 from rerankit.cli import main
+from rerankit.config import RerankerConfig
 from rerankit.errors import ConfigurationError, InvalidInputError, ServiceUnavailableError
 from rerankit.training import TrainSettings, load_training_data, train
-from rerankit.training.teacher import CHUNK_QUERIES
+from rerankit.training.teacher import CHUNK_QUERIES, Teacher
 from tests import model_factory
 from tests.backends.rerank_server import running_server
 
@@ -222,8 +225,13 @@ def test_resume_continues_from_the_checkpoint(
         train(train_set, settings)
     with pytest.raises(ConfigurationError, match="other settings"):
         train(train_set, replace(settings, seed=1), resume=True)
+    # A run killed while saving leaves a checkpoint without its trainer state (written last).
+    partial = tmp_path / "resumed" / "training" / "checkpoints" / "checkpoint-12"
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"cut off")
     steps = Steps()
     resumed = train(train_set, settings, resume=True, callbacks=[steps])
+    assert not partial.exists() or (partial / "trainer_state.json").is_file()
     assert steps.taken == whole.steps - 8
     assert resumed.steps == whole.steps
     assert _same_weights(resumed.out, whole.out)  # as if never interrupted
@@ -470,7 +478,7 @@ def test_bad_input_is_a_typed_error_before_training(
         assert (out / "notes.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize("case", ["unrelated-folder", "the-data", "a-file", "cwd"])
+@pytest.mark.parametrize("case", ["unrelated-folder", "the-data", "the-teacher", "a-file", "cwd"])
 def test_overwrite_replaces_only_an_earlier_training_run(
     case: str,
     tiny_encoder_dir: Path,
@@ -486,6 +494,10 @@ def test_overwrite_replaces_only_an_earlier_training_run(
     elif case == "the-data":
         out = train_set
         message = "is or holds an input"
+    elif case == "the-teacher":  # e.g. an earlier run's model, distilled again into itself
+        shutil.copytree(tiny_encoder_dir, out)
+        teacher = {"model": str(out), "backend": "cross-encoder"}
+        message = "is or holds an input"
     elif case == "a-file":
         out.write_text("mine")
         message = "is a file"
@@ -494,8 +506,9 @@ def test_overwrite_replaces_only_an_earlier_training_run(
         out = tmp_path
         message = "is or holds an input"
     before = sorted(p.name for p in out.parent.iterdir())
+    settings = _settings(tiny_encoder_dir, out, teacher=teacher if case == "the-teacher" else None)
     with pytest.raises(ConfigurationError, match=message):
-        train(train_set, _settings(tiny_encoder_dir, out), overwrite=True)
+        train(train_set, settings, overwrite=True)
     assert sorted(p.name for p in out.parent.iterdir()) == before
     if case in ("unrelated-folder", "a-file"):
         assert (out / "notes.txt" if out.is_dir() else out).read_text() == "mine"
@@ -563,10 +576,38 @@ def test_probability_teachers_are_read_as_log_odds() -> None:
     assert _as_logits([0.5, 3.0], logits) == [0.5, 3.0]  # type: ignore[arg-type]
 
 
+def test_a_retrained_local_teacher_is_not_read_from_the_cache(
+    trained: tuple[TrainSettings, Any], tmp_path: Path
+) -> None:
+    folder = tmp_path / "teacher"
+    shutil.copytree(trained[1].out, folder)
+    config = RerankerConfig.from_dict({"model": str(folder), "backend": "cross-encoder"})
+
+    def identity() -> str:
+        teacher = Teacher(config, tmp_path / "cache.sqlite")
+        teacher.close()
+        return teacher._identity
+
+    before = identity()
+    assert identity() == before  # the same weights: the cache holds
+    weights = next(folder.glob("*.safetensors"))
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # rewritten in place
+    assert identity() != before
+
+
 def test_beir_judged_negatives_are_kept(tmp_path: Path) -> None:
     folder = _beir(tmp_path / "d", DOCS, ["q1\td1\t1\n", "q1\td2\t0\n"])
     (query,) = load_training_data(folder).queries
     assert query.judged == {"d1": 1, "d2": 0}
+
+
+def test_a_jsonl_file_with_a_bom_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "notepad.jsonl"
+    row = {"query": "q", "positive": "p", "negatives": ["n"]}
+    path.write_text("\ufeff" + json.dumps(row) + "\r\n", encoding="utf-8")
+    (query,) = load_training_data(path).queries
+    assert query.text == "q"
 
 
 def test_jsonl_judgments_in_both_layouts(tmp_path: Path) -> None:
