@@ -8,13 +8,15 @@ trained MiniLM reranker its logits err less than half as much as with one scale 
 the same speed (``benchmarks/int8_export.py``). The graph keeps standard ONNX operators; ONNX
 Runtime fuses LayerNorm, GELU and the quantized MatMuls itself when it loads the file (on CPU
 the ``flashrank`` backend keeps each residual Add apart from its LayerNorm, which ran the int8
-MiniLM export faster: ``rerankit.backends.flashrank.UNFUSED``).
+MiniLM export faster: ``rerankit.backends.flashrank.UNFUSED``). Activations get one scale per
+batch, so an int8 score moves a little with the other pairs in its batch; fp32 does not.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -44,6 +46,14 @@ def export_onnx(
         raise ConfigurationError(
             f"quantize must be one of {QUANTIZATIONS} or None, got {quantize!r}"
         )
+    out = Path(outdir)
+    if out.exists() and not out.is_dir():
+        raise ConfigurationError(f"{out} is a file: give a folder to export into")
+    earlier = sorted(p.name for p in out.glob("*.onnx")) if out.is_dir() else []
+    if earlier:  # a second .onnx file would make the folder ambiguous to load
+        raise ConfigurationError(
+            f"{out} already holds {earlier}: export into a new folder (or remove them)"
+        )
     torch = require("torch", extra="transformers", purpose="ONNX export")
     transformers = require("transformers", extra="transformers", purpose="ONNX export")
     require("onnx", extra="flashrank", purpose="ONNX export")
@@ -71,7 +81,7 @@ def export_onnx(
     network.eval()
     if not tokenizer.is_fast:
         raise BackendError(f"{model!r} has no fast tokenizer (tokenizer.json); FlashRank needs one")
-    out = Path(outdir)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     sample = tokenizer(["a query"], ["a passage to score"], return_tensors="pt")
     names = [name for name in INPUTS if name in sample]
@@ -83,16 +93,24 @@ def export_onnx(
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", UserWarning)
-            torch.onnx.export(
-                network,
-                tuple(sample[name] for name in names),
-                str(fp32),
-                input_names=names,
-                output_names=["logits"],
-                dynamic_axes={**axes, "logits": {0: "batch"}},
-                opset_version=opset,
-                dynamo=False,
-            )
+            try:
+                torch.onnx.export(
+                    network,
+                    tuple(sample[name] for name in names),
+                    str(fp32),
+                    input_names=names,
+                    output_names=["logits"],
+                    dynamic_axes={**axes, "logits": {0: "batch"}},
+                    opset_version=opset,
+                    dynamo=False,
+                )
+            except Exception as exc:  # torch.onnx raises RuntimeError and its own errors
+                if created:
+                    shutil.rmtree(out, ignore_errors=True)
+                raise BackendError(
+                    f"torch.onnx could not export {model!r} at opset {opset}: {exc} "
+                    "(the default opset, 17, exports BERT-family cross-encoders)"
+                ) from exc
         if quantize == "int8":
             quantization = require(
                 "onnxruntime.quantization", extra="flashrank", purpose="int8 quantization"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
@@ -137,6 +137,21 @@ class Backend(ABC):
                 # only wait on the model's lock or oversubscribe the same cores).
                 self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"rerankit-{self.name}")
             return self._executor
+
+
+# Model types whose position ids start after the padding index (RoBERTa's scheme): two of their
+# max_position_embeddings are never read.
+OFFSET_POSITIONS = ("roberta", "camembert")
+
+
+def position_limit(config: Mapping[str, Any]) -> int | None:
+    """The most tokens an encoder's position embeddings take (from its ``config.json``), or
+    None when the config does not say."""
+    positions = config.get("max_position_embeddings")
+    if not isinstance(positions, int) or positions <= 0:
+        return None
+    offset = any(kind in str(config.get("model_type", "")) for kind in OFFSET_POSITIONS)
+    return positions - 2 if offset else positions
 
 
 def query_token_cap(given: int | None, max_length: int, special_tokens: int) -> int:

@@ -22,7 +22,7 @@ from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoModel, AutoTokenizer
 
 from rerankit.backends._device import resolve_device, resolve_dtype
-from rerankit.backends.base import HUB_OPTIONS, Backend
+from rerankit.backends.base import HUB_OPTIONS, Backend, position_limit
 from rerankit.backends.colbert_layout import ColBERTLayout, read_layout
 from rerankit.batching import length_sorted_batches
 from rerankit.config import RerankerConfig
@@ -121,9 +121,13 @@ class ColBERTBackend(Backend):
     def _settings(self, layout: ColBERTLayout, options: dict[str, Any]) -> None:
         """The checkpoint's tokenization settings, each overridden by its option when given."""
         self.query_length = _given(options["query_length"], layout.query_length)
-        self.document_length = min(
-            _given(options["document_length"], layout.document_length), self.config.max_length
-        )
+        document_length = _given(options["document_length"], layout.document_length)
+        caps = {"document_length": document_length, "max_length": self.config.max_length}
+        positions = position_limit(self.encoder.config.to_dict())
+        if positions is not None:
+            caps["max_position_embeddings"] = positions
+        # the cap that binds, named in the truncation warning
+        self.length_option, self.document_length = min(caps.items(), key=lambda cap: cap[1])
         self.query_marker = self._marker(_given(options["query_prefix"], layout.query_prefix))
         self.document_marker = self._marker(
             _given(options["document_prefix"], layout.document_prefix)
@@ -155,7 +159,7 @@ class ColBERTBackend(Backend):
             values=[float(v) for v in values.tolist()],
             truncated=truncated,
             max_tokens=self.document_length,
-            length_option="document_length",
+            length_option=self.length_option,
         )
 
     def _maxsim(self, query: torch.Tensor, documents: list[torch.Tensor]) -> torch.Tensor:

@@ -32,7 +32,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 from tokenizers import AddedToken, Tokenizer
 
-from rerankit.backends.base import WINDOW_OPTIONS, Backend, Request
+from rerankit.backends.base import WINDOW_OPTIONS, Backend, Request, position_limit
 from rerankit.config import RerankerConfig
 from rerankit.errors import BackendError, ConfigurationError
 from rerankit.options import Option, OptionSchema
@@ -240,17 +240,14 @@ def _tokenizer(folder: Path) -> tuple[Tokenizer, int, int]:
                 tokenizer.add_special_tokens([token])
             elif isinstance(token, dict):
                 tokenizer.add_special_tokens([AddedToken(**token)])
-    limit = tokenizer_config.get("model_max_length")
+    limits = [tokenizer_config.get("model_max_length"), position_limit(config)]
+    known = [int(limit) for limit in limits if isinstance(limit, int | float) and limit > 0]
     pad_id = config.get("pad_token_id")
-    return (
-        tokenizer,
-        0 if pad_id is None else int(pad_id),
-        512 if limit is None else min(int(limit), 100_000),
-    )
+    return tokenizer, 0 if pad_id is None else int(pad_id), min(known, default=512)
 
 
 def _providers(chosen: list[str] | None) -> list[str]:
-    providers = ["CPUExecutionProvider"] if chosen is None else chosen
+    providers = chosen or ["CPUExecutionProvider"]  # none given: ONNX Runtime's CPU
     available = set(ort.get_available_providers())
     missing = [p for p in providers if p not in available]
     if missing:

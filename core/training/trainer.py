@@ -261,9 +261,11 @@ def train(
     if export is not None:
         from rerankit.export import export_onnx
 
+        exported = out / f"onnx-{export}"
+        shutil.rmtree(exported, ignore_errors=True)  # one a resumed run's killed start wrote
         outcome.export = export_onnx(
             str(out),
-            out / f"onnx-{export}",
+            exported,
             quantize="int8" if export == "int8" else None,
             trust_remote_code=settings.trust_remote_code,
         )

@@ -194,6 +194,25 @@ def test_truncation_is_counted_and_names_document_length(
     length = rr.backend.document_length  # type: ignore[attr-defined]
     # max_length does not lengthen documents past document_length: the warning names the option
     assert f"truncated to {length} tokens (document_length={length})" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rerankit"):  # the cap that binds is named
+        Reranker(str(tiny_colbert_dir), device="cpu", max_length=12).rank(QUERY, ["word " * 20])
+    assert "truncated to 12 tokens (max_length=12)" in caplog.text
+
+
+def test_document_length_past_the_encoders_positions_is_capped(
+    tiny_colbert_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    positions = json.loads((tiny_colbert_dir / "config.json").read_text())[
+        "max_position_embeddings"
+    ]
+    rr = Reranker(
+        str(tiny_colbert_dir), device="cpu", max_length=4 * positions, document_length=4 * positions
+    )
+    with caplog.at_level(logging.WARNING, logger="rerankit"):
+        result = rr.rank(QUERY, ["word " * (2 * positions), "short"])
+    assert result.truncated == 1
+    assert f"(max_position_embeddings={positions})" in caplog.text
     capped = Reranker(str(tiny_colbert_dir), device="cpu", max_length=16)
     assert capped.rank(QUERY, ["word " * 14, "short"]).truncated == 1
 

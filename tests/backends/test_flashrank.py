@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import http.server
 import io
+import json
 import logging
 import re
 import shutil
@@ -207,6 +208,33 @@ def test_cpu_sessions_leave_the_skip_layer_norm_fusion_off(
     )
     Reranker(str(exported)).score(QUERY, ["DNA repair enzymes"])
     assert [kwargs["disabled_optimizers"] for kwargs in loads] == [flashrank_backend.UNFUSED]
+
+
+def test_max_length_is_capped_at_the_models_positions(exported: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "unbounded"
+    shutil.copytree(exported, folder)
+    settings = json.loads((folder / "tokenizer_config.json").read_text())
+    settings["model_max_length"] = int(1e30)  # what many hub tokenizers ship
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings))
+    positions = json.loads((folder / "config.json").read_text())["max_position_embeddings"]
+    rr = Reranker(str(folder), max_length=4 * positions)
+    assert rr.rank(QUERY, ["word " * (2 * positions), "short"]).truncated == 1
+
+
+def test_export_refuses_a_folder_it_would_make_ambiguous_or_a_file(
+    exported: Path, tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "again"
+    shutil.copytree(exported, folder)
+    with pytest.raises(ConfigurationError, match="already holds"):
+        export_onnx(str(tiny_bert_dir), folder, quantize="int8")
+    assert sorted(p.name for p in folder.glob("*.onnx")) == ["model.onnx"]
+    (tmp_path / "a-file").write_text("mine")
+    with pytest.raises(ConfigurationError, match="is a file"):
+        export_onnx(str(tiny_bert_dir), tmp_path / "a-file")
+    with pytest.raises(BackendError, match="opset 99"):
+        export_onnx(str(tiny_bert_dir), tmp_path / "opset", opset=99)
+    assert not (tmp_path / "opset").exists()
 
 
 def test_batches_are_length_sorted_and_inputs_untouched(
