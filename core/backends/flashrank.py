@@ -56,6 +56,7 @@ DEFAULT_CACHE = (
 )
 # Seconds a download may wait for the server to answer or send more (not for the whole file).
 DOWNLOAD_TIMEOUT = 60.0
+MAX_TOKENS = 100_000  # the length cap when a folder's config and tokenizer name none smaller
 # ONNX Runtime load-time fusions left off on CPU. Its SkipLayerNormalization (a residual Add
 # fused into the LayerNorm after it; it forms in rerankit's int8 exports) ran the int8 MiniLM
 # export ~10% slower than the Add and LayerNorm it replaces (benchmarks/int8_export.py). Other
@@ -243,7 +244,8 @@ def _tokenizer(folder: Path) -> tuple[Tokenizer, int, int]:
     limits = [tokenizer_config.get("model_max_length"), position_limit(config)]
     known = [int(limit) for limit in limits if isinstance(limit, int | float) and limit > 0]
     pad_id = config.get("pad_token_id")
-    return tokenizer, 0 if pad_id is None else int(pad_id), min(known, default=512)
+    limit = min(known, default=512)
+    return tokenizer, 0 if pad_id is None else int(pad_id), min(limit, MAX_TOKENS)
 
 
 def _providers(chosen: list[str] | None) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,7 +132,7 @@ def read_qrels(path: Path) -> list[tuple[str, str, int]]:
                 raise InvalidInputError(
                     f"{path}, line {number}: the score {row[2]!r} is not a number"
                 ) from None
-            if grade != int(grade):
+            if not math.isfinite(grade) or grade != int(grade):
                 raise InvalidInputError(
                     f"{path}, line {number}: the score {row[2]!r} is not a whole grade "
                     "(0 not relevant, 1 or more relevant)"

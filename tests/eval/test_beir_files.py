@@ -43,6 +43,7 @@ def test_a_bom_blank_lines_and_whole_float_grades_are_read(tmp_path: Path) -> No
     ("qrels", "corpus", "message"),
     [
         ("q1\td1\t0.5\n", None, r"qrels.tsv, line 1: the score '0.5' is not a whole grade"),
+        ("q1\td1\tnan\n", None, r"qrels.tsv, line 1: the score 'nan' is not a whole grade"),
         ("q1\td1\t1\nq2\td2\tyes\n", None, r"qrels.tsv, line 2: the score 'yes' is not a number"),
         ("q1\td1\t1\nq2 d2 1\n", None, r"qrels.tsv, line 2: expected query-id, corpus-id"),
         ("q1\td1\t1\n", '{"_id": "d1"}\n{"_id": \n', r"corpus.jsonl, line 2 is not JSON"),
