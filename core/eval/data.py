@@ -16,6 +16,7 @@ import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rerankit.errors import ConfigurationError, InvalidInputError
 from rerankit.images import URL
@@ -66,8 +67,7 @@ def load_beir(folder: str | Path, *, max_queries: int | None = None) -> Retrieva
     corpus: dict[str, str] = {}
     images: dict[str, Path | str] = {}
     corpus_file = _followed(root / "corpus.jsonl")
-    for row in json_lines(corpus_file):
-        doc_id = str(row["_id"])
+    for doc_id, row in _beir_rows(corpus_file):
         title, text = str(row.get("title") or ""), str(row.get("text") or "")
         corpus[doc_id] = f"{title}. {text}" if title else text
         if row.get("image"):
@@ -78,9 +78,9 @@ def load_beir(folder: str | Path, *, max_queries: int | None = None) -> Retrieva
         if grade > 0:
             qrels.setdefault(qid, {})[doc_id] = grade
     queries = {}
-    for row in json_lines(root / "queries.jsonl"):
-        if str(row["_id"]) in qrels:
-            queries[str(row["_id"])] = str(row.get("text") or "")
+    for qid, row in _beir_rows(root / "queries.jsonl"):
+        if qid in qrels:
+            queries[qid] = str(row.get("text") or "")
         if max_queries is not None and len(queries) == max_queries:
             break
     return RetrievalSet(
@@ -92,22 +92,30 @@ def load_beir(folder: str | Path, *, max_queries: int | None = None) -> Retrieva
     )
 
 
-def json_lines(path: Path) -> Iterator[dict[str, object]]:
-    """The JSON objects of a JSONL file, one per non-blank line (a UTF-8 BOM is allowed), each
-    with an ``_id`` (BEIR's corpus and queries)."""
+def json_lines(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each non-blank line of a JSONL file (a UTF-8 BOM is allowed) as a JSON object, with where
+    it is (the file and line) for errors about it."""
     with path.open(encoding="utf-8-sig") as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
+            where = f"{path}, line {number}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise InvalidInputError(f"{path}, line {number} is not JSON: {exc.msg}") from exc
-            if not isinstance(row, dict) or "_id" not in row:
-                raise InvalidInputError(
-                    f"{path}, line {number}: expected a JSON object with an _id, got {row!r:.60}"
-                )
-            yield row
+                raise InvalidInputError(f"{where} is not JSON: {exc.msg}") from exc
+            if not isinstance(row, dict):
+                raise InvalidInputError(f"{where}: expected a JSON object, got {row!r:.60}")
+            yield where, row
+
+
+def _beir_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The lines of a BEIR ``corpus.jsonl`` or ``queries.jsonl``: :func:`json_lines` with the
+    id of each as a string."""
+    for where, row in json_lines(path):
+        if "_id" not in row:
+            raise InvalidInputError(f"{where}: expected a JSON object with an _id, got {row!r:.60}")
+        yield str(row["_id"]), row
 
 
 def read_qrels(path: Path) -> list[tuple[str, str, int]]:

@@ -13,14 +13,13 @@ A line with only ``{"query": ...}`` is a query without judgments: it trains only
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rerankit.errors import ConfigurationError, InvalidInputError
-from rerankit.eval.data import load_beir, read_qrels
+from rerankit.eval.data import json_lines, load_beir, read_qrels
 
 
 @dataclass(frozen=True)
@@ -100,23 +99,13 @@ def _from_beir(root: Path) -> TrainingData:
 def _from_jsonl(path: Path) -> TrainingData:
     corpus: dict[str, str] = {}
     judged: dict[str, dict[str, int]] = {}
-    with path.open(encoding="utf-8-sig") as lines:  # a BOM, as Windows editors write, is fine
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInputError(f"{where} is not JSON: {exc.msg}") from exc
-            if not isinstance(row, dict):
-                raise InvalidInputError(f"{where}: expected a JSON object, got {row!r:.60}")
-            query = _text(row.get("query"), where, "query")
-            grades = judged.setdefault(query, {})
-            for doc, grade in _judgments(row, where):
-                doc_id = _document_id(doc)
-                corpus[doc_id] = doc
-                grades[doc_id] = max(grade, grades.get(doc_id, 0))
+    for where, row in json_lines(path):
+        query = _text(row.get("query"), where, "query")
+        grades = judged.setdefault(query, {})
+        for doc, grade in _judgments(row, where):
+            doc_id = _document_id(doc)
+            corpus[doc_id] = doc
+            grades[doc_id] = max(grade, grades.get(doc_id, 0))
     queries = [
         TrainingQuery(qid=_document_id(text), text=text, judged=grades)
         for text, grades in judged.items()
